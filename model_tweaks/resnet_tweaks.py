@@ -1,0 +1,136 @@
+"""ResNet-A/B/C/D (He et al. 2019, section 4, Figure 2 and Table 5) registered into timm's model registry.
+
+Every variant is timm's own :class:`timm.models.resnet.ResNet`; only the block or the stem/shortcut
+arguments differ, so the B, C and D variants have exactly the parameter names and shapes of timm's
+``resnet{depth}``, ``resnet{depth}c`` and ``resnet{depth}d`` and load their weights strictly:
+
+============  ==========================================================  ==========================
+name          tweak                                                       same weights as timm's
+============  ==========================================================  ==========================
+``_v1a``      original ResNet: stride 2 in the first 1x1 conv of the      (shapes of ``resnet{d}``)
+              downsampling bottleneck
+``_v1b``      stride moved to the 3x3 conv (ResNet-B, torchvision's)      ``resnet{d}``
+``_v1c``      B + the 7x7 stem replaced by three 3x3 convs, 32-32-64      ``resnet{d}c``
+``_v1d``      C + 2x2 stride-2 average pool before the shortcut's 1x1     ``resnet{d}d``
+============  ==========================================================  ==========================
+
+Depths 18 and 34 use basic blocks, which have no 1x1 conv: there ResNet-A and ResNet-B are the same
+network; both names are registered so that every depth has the whole family.
+
+Initial BN gamma: timm's ResNet zero-initialises the last BN of each residual block by default. The
+paper treats that as a trick (``zero_gamma``, section 3.1), so these variants start from gamma = 1 (the
+paper's baseline) unless ``zero_init_last=True`` is passed.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Dict
+
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models.resnet import BasicBlock, Bottleneck, ResNet
+
+__all__ = ["BottleneckA", "VARIANTS", "DEPTHS", "TIMM_EQUIVALENT", "variant_args"]
+
+DEPTHS: Dict[int, tuple[int, int, int, int]] = {
+    18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3),
+}
+VARIANTS = ("a", "b", "c", "d")
+
+#: Our name -> timm's native name of the same network (None: timm has no such network).
+TIMM_EQUIVALENT: Dict[str, str | None] = {}
+
+#: depths for which timm hosts the GluonCV weights the paper's authors published, per variant
+_GLUON_DEPTHS = {"b": (18, 34, 50, 101, 152), "c": (50, 101, 152), "d": (50, 101, 152)}
+
+
+class BottleneckA(Bottleneck):
+    """The original ResNet bottleneck (ResNet-A, paper Figure 2a): the 1x1 conv that opens a
+    downsampling block has stride 2, the 3x3 conv stride 1.
+
+    ResNet-B moved the stride to the 3x3 conv because a strided 1x1 conv ignores three quarters of its
+    input (section 4.1). Parameters are timm's :class:`Bottleneck`'s; only the strides move.
+    """
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, *args: Any, **kwargs: Any) -> None:
+        if stride != 1 and kwargs.get("aa_layer") is not None:
+            raise ValueError("ResNet-A (stride in the 1x1 conv) does not combine with an anti-aliasing layer")
+        super().__init__(inplanes, planes, stride, *args, **kwargs)
+        if stride != 1:
+            self.conv1.stride = (stride, stride)
+            self.conv2.stride = (1, 1)
+
+
+def variant_args(depth: int, variant: str) -> Dict[str, Any]:
+    """The :class:`timm.models.resnet.ResNet` arguments of ResNet-{depth}-{variant}."""
+    if depth not in DEPTHS:
+        raise ValueError(f"depth {depth} is not one of {sorted(DEPTHS)}")
+    if variant not in VARIANTS:
+        raise ValueError(f"variant {variant!r} is not one of {VARIANTS}")
+    basic = depth < 50
+    block = BasicBlock if basic else (BottleneckA if variant == "a" else Bottleneck)
+    args: Dict[str, Any] = dict(block=block, layers=DEPTHS[depth], zero_init_last=False)
+    if variant in ("c", "d"):
+        args.update(stem_width=32, stem_type="deep")
+    if variant == "d":
+        args.update(avg_down=True)
+    return args
+
+
+def _cfg(**kwargs: Any) -> Dict[str, Any]:
+    """Default config: the paper's evaluation (resize 256, center crop 224, section 2.1)."""
+    return {
+        "url": "", "num_classes": 1000, "input_size": (3, 224, 224), "pool_size": (7, 7),
+        "crop_pct": 0.875, "interpolation": "bilinear",
+        "mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD,
+        "first_conv": "conv1", "classifier": "fc",
+        "license": "apache-2.0", "paper_ids": "arXiv:1812.01187",
+        **kwargs,
+    }
+
+
+def _timm_name(depth: int, variant: str) -> str | None:
+    if variant == "a" and depth >= 50:
+        return None
+    return f"resnet{depth}" + {"a": "", "b": "", "c": "c", "d": "d"}[variant]
+
+
+def _default_cfgs() -> Dict[str, Any]:
+    cfgs: Dict[str, Any] = {}
+    for depth in DEPTHS:
+        for variant in VARIANTS:
+            name = f"resnet{depth}_v1{variant}"
+            first_conv = "conv1.0" if variant in ("c", "d") else "conv1"
+            cfgs[f"{name}.tricks_in1k"] = _cfg(first_conv=first_conv)
+            if depth in _GLUON_DEPTHS.get(variant, ()):
+                # The GluonCV weights of the paper's authors, as timm hosts them (same parameter names).
+                cfgs[f"{name}.gluon_in1k"] = _cfg(
+                    first_conv=first_conv, interpolation="bicubic",
+                    hf_hub_id=f"timm/{_timm_name(depth, variant)}.gluon_in1k",
+                    origin_url="https://cv.gluon.ai/model_zoo/classification.html")
+    return cfgs
+
+
+default_cfgs = generate_default_cfgs(_default_cfgs())
+
+
+def _make_entrypoint(depth: int, variant: str) -> Callable[..., ResNet]:
+    name = f"resnet{depth}_v1{variant}"
+    same = " (the same network as ResNet-B at this depth: basic blocks have no 1x1 conv)" \
+        if variant == "a" and depth < 50 else ""
+
+    def entrypoint(pretrained: bool = False, **kwargs: Any) -> ResNet:
+        return build_model_with_cfg(ResNet, name, pretrained, **dict(variant_args(depth, variant), **kwargs))
+
+    entrypoint.__name__ = entrypoint.__qualname__ = name
+    entrypoint.__module__ = __name__
+    entrypoint.__doc__ = (f"ResNet-{depth}-{variant.upper()} (He et al. 2019, section 4){same}. "
+                          f"BN gamma starts at 1; pass zero_init_last=True for the zero-gamma trick.")
+    return entrypoint
+
+
+for _depth in DEPTHS:
+    for _variant in VARIANTS:
+        _fn = _make_entrypoint(_depth, _variant)
+        globals()[_fn.__name__] = register_model(_fn)
+        TIMM_EQUIVALENT[_fn.__name__] = _timm_name(_depth, _variant)
+del _depth, _variant, _fn
