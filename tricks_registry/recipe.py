@@ -1,0 +1,473 @@
+"""Versioned YAML recipes: load (safe), extend, override, validate, derive, hash.
+
+A recipe file says exactly what is trained::
+
+    name: resnet50d_cosine
+    version: 1
+    extends: resnet50d_efficient@1       # inheritance; without "@N" the latest version
+    description: ResNet-50-D, efficient training, cosine decay
+    reference: He et al. 2019, Table 6, row "ResNet-50-D + cosine" (76.82 top-1)
+    tricks:
+      multistep: null                    # null removes an inherited trick
+      cosine: {}                         # {} adds one with the paper's defaults
+
+Published versions live in ``recipes/<name>.v<N>.yaml`` (shipped inside the wheel). Resolution is the
+inheritance merge (mappings merge key by key, anything else replaces), then ``--set key.path=value``
+overrides, then validation and the derived values: ``derived.lr`` from the ``linear_scaling`` trick and
+the global batch (the global batch counts every process; the per-device batch is derived at run time
+from the number of processes, see :func:`per_device_batch`). The resolved recipe's SHA-256 over its
+canonical JSON is its identity: the same version resolves to the same hash forever, which
+``recipes/recipes.lock`` records and a test checks.
+
+This module reads YAML and nothing else: no torch, no files written.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import hashlib
+import json
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import yaml
+
+__all__ = [
+    "RecipeError", "Recipe", "SCHEMA", "recipe_dir", "list_recipes", "find_recipe_file", "load_file",
+    "resolve", "parse_override", "apply_overrides", "per_device_batch", "recipe_hash", "lock_entries",
+]
+
+LOCK_FILE = "recipes.lock"
+_FILE_RE = re.compile(r"^(?P<name>[A-Za-z0-9_\-]+)\.v(?P<version>[0-9]+)\.ya?ml$")
+
+
+class RecipeError(ValueError):
+    """A recipe is wrong. The message names the file, the line and the key, and suggests the fix."""
+
+    def __init__(self, message: str, *, file: str | None = None, line: int | None = None,
+                 key: str | None = None):
+        self.file, self.line, self.key = file, line, key
+        where = ""
+        if file:
+            where = f"{file}" + (f":{line}" if line else "") + ": "
+        if key:
+            where += f"{key}: "
+        super().__init__(where + message)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Schema: section -> key -> (types, default). A default of REQUIRED must be given by the recipe chain.
+REQUIRED = object()
+_NUM = (int, float)
+SCHEMA: dict[str, Any] = {
+    "name": (str, REQUIRED),
+    "version": (int, REQUIRED),
+    "extends": (str, None),
+    "description": (str, ""),
+    "reference": (str, ""),
+    "task": (str, "classification"),
+    "model": {
+        "name": (str, REQUIRED),          # a timm name (our model_tweaks included) or "torchvision:<name>"
+        "kwargs": (dict, {}),             # passed to timm.create_model / torchvision.models.get_model
+        "pretrained": (bool, False),
+    },
+    "data": {
+        "train_split": (str, "train"),
+        "val_split": (str, "val"),
+        "input_size": (int, 224),
+        "eval_crop_pct": (float, 0.875),  # resize 256 / center crop 224 (section 2.1)
+        "interpolation": (str, "bilinear"),
+        "mean": (list, [0.485, 0.456, 0.406]),
+        "std": (list, [0.229, 0.224, 0.225]),
+        "workers": (int, 4),
+        "subset_per_class": (int, 0),     # 0 = all images; N = the first N of each class (sorted)
+    },
+    "train": {
+        "epochs": (int, REQUIRED),
+        "global_batch_size": (int, REQUIRED),  # the paper's batch: summed over every process
+        "lr": (_NUM, None),               # None: derived by the linear_scaling trick
+        "weight_decay": (_NUM, 1e-4),
+        "seed": (int, 0),
+        "grad_clip": (_NUM, None),
+        "log_every": (int, 20),
+        "keep_checkpoints": (int, 2),
+    },
+    "tricks": (dict, {}),
+    "demo": (dict, {}),                   # overrides applied by --demo (scaled-down run on embedded data)
+    "transfer": (dict, {}),               # detection / segmentation settings (transfer recipes)
+}
+
+_RANGES: dict[tuple[str, str], tuple[Any, str]] = {
+    ("train", "epochs"): (lambda v: v >= 1, "must be at least 1"),
+    ("train", "global_batch_size"): (lambda v: v >= 1, "must be at least 1"),
+    ("train", "lr"): (lambda v: v is None or v > 0, "must be positive"),
+    ("train", "weight_decay"): (lambda v: v >= 0, "must be >= 0"),
+    ("train", "keep_checkpoints"): (lambda v: v >= 1, "must be at least 1"),
+    ("data", "input_size"): (lambda v: v >= 8, "must be at least 8 pixels"),
+    ("data", "eval_crop_pct"): (lambda v: 0 < v <= 1, "must be in (0, 1]"),
+    ("data", "workers"): (lambda v: v >= 0, "must be >= 0"),
+    ("version",): (lambda v: v >= 1, "must be at least 1"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """A resolved recipe: plain data, its hash, and where it came from."""
+
+    data: Mapping[str, Any]
+    sha256: str
+    source: str
+    lineage: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return self.data["name"]
+
+    @property
+    def version(self) -> int:
+        return self.data["version"]
+
+    @property
+    def lr(self) -> float:
+        return self.data["derived"]["lr"]
+
+    def get(self, path: str) -> Any:
+        node: Any = self.data
+        for part in path.split("."):
+            node = node[part]
+        return node
+
+    def to_yaml(self) -> str:
+        header = (f"# resolved recipe {self.name}@{self.version}  sha256={self.sha256}\n"
+                  f"# lineage: {' <- '.join(self.lineage)}\n")
+        return header + yaml.safe_dump(_plain(self.data), sort_keys=False, default_flow_style=None)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Loading with line numbers
+class _LineLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys (a silent overwrite is a classic recipe bug)."""
+
+
+def _load_with_lines(text: str, file: str) -> tuple[Any, dict[tuple[str, ...], int]]:
+    try:
+        node = yaml.compose(text, Loader=_LineLoader)
+        data = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - SafeLoader subclass
+    except yaml.constructor.ConstructorError as err:
+        line = err.problem_mark.line + 1 if err.problem_mark else None
+        raise RecipeError(f"YAML tag not allowed ({err.problem}); recipes hold plain data only",
+                          file=file, line=line) from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        raise RecipeError(f"not valid YAML: {getattr(err, 'problem', err)}", file=file,
+                          line=mark.line + 1 if mark else None) from None
+    lines: dict[tuple[str, ...], int] = {}
+
+    def walk(n: Any, path: tuple[str, ...]) -> None:
+        if isinstance(n, yaml.MappingNode):
+            seen: set[str] = set()
+            for k, v in n.value:
+                key = str(k.value)
+                if key in seen:
+                    raise RecipeError("key given twice", file=file, line=k.start_mark.line + 1,
+                                      key=".".join(path + (key,)))
+                seen.add(key)
+                lines[path + (key,)] = k.start_mark.line + 1
+                walk(v, path + (key,))
+
+    if node is not None:
+        walk(node, ())
+    return data, lines
+
+
+def recipe_dir() -> Path:
+    """The folder of the published recipes (inside the installed package)."""
+    return Path(str(resources.files("recipes")))
+
+
+def _published() -> dict[str, dict[int, Path]]:
+    found: dict[str, dict[int, Path]] = {}
+    for path in sorted(list(recipe_dir().glob("*.y*ml")) + list(recipe_dir().glob("transfer/*.y*ml"))):
+        m = _FILE_RE.match(path.name)
+        if m:
+            found.setdefault(m["name"], {})[int(m["version"])] = path
+    return found
+
+
+def list_recipes() -> list[tuple[str, int, Path]]:
+    """(name, version, path) of every published recipe version."""
+    return [(name, v, p) for name, versions in sorted(_published().items()) for v, p in sorted(versions.items())]
+
+
+def find_recipe_file(ref: str) -> Path:
+    """A recipe file from ``name``, ``name@version`` or a path to a YAML file."""
+    if ref.endswith((".yaml", ".yml")) or "/" in ref or "\\" in ref:
+        path = Path(ref)
+        if not path.is_file():
+            raise RecipeError(f"no such recipe file '{ref}'")
+        return path
+    name, _, version = ref.partition("@")
+    published = _published()
+    if name not in published:
+        close = difflib.get_close_matches(name, list(published), n=3, cutoff=0.5)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise RecipeError(f"unknown recipe '{name}'{hint}; `tricks recipe list` shows them")
+    versions = published[name]
+    if not version:
+        return versions[max(versions)]
+    if not version.isdigit() or int(version) not in versions:
+        raise RecipeError(f"recipe '{name}' has no version '{version}'; published: "
+                          f"{', '.join(map(str, sorted(versions)))}")
+    return versions[int(version)]
+
+
+@dataclasses.dataclass
+class _Loaded:
+    data: dict[str, Any]
+    lines: dict[tuple[str, ...], int]
+    file: str
+
+
+def load_file(path: Path | str) -> _Loaded:
+    """Read one recipe file (no inheritance): a mapping, with line numbers by key path."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise RecipeError(f"cannot read recipe: {err}", file=str(path)) from None
+    data, lines = _load_with_lines(text, str(path))
+    if not isinstance(data, dict):
+        raise RecipeError(f"a recipe must be a YAML mapping of keys to values, got {type(data).__name__}",
+                          file=str(path), line=1)
+    return _Loaded(data, lines, str(path))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Merge, overrides, validation
+def _merge(base: dict[str, Any], child: Mapping[str, Any], *, tricks_level: bool = False) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in child.items():
+        if tricks_level and value is None:
+            out.pop(key, None)  # "name: null" removes an inherited trick
+        elif isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(out[key], value, tricks_level=(key == "tricks" and not tricks_level))
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _chain(path: Path, seen: tuple[str, ...] = ()) -> list[_Loaded]:
+    loaded = load_file(path)
+    ident = f"{loaded.data.get('name')}@{loaded.data.get('version')}"
+    if ident in seen or str(path) in seen:
+        raise RecipeError(f"'extends' makes a cycle: {' -> '.join(seen + (ident,))}", file=loaded.file,
+                          line=loaded.lines.get(("extends",)), key="extends")
+    parent = loaded.data.get("extends")
+    if parent is None:
+        return [loaded]
+    if not isinstance(parent, str):
+        raise RecipeError("must be a recipe name such as 'resnet50_efficient@1'", file=loaded.file,
+                          line=loaded.lines.get(("extends",)), key="extends")
+    try:
+        parent_path = (path.parent / parent) if parent.endswith((".yaml", ".yml")) else find_recipe_file(parent)
+        if not parent_path.is_file():
+            raise RecipeError(f"no such recipe file '{parent_path}'")
+    except RecipeError as err:
+        raise RecipeError(f"broken chain: {err}", file=loaded.file, line=loaded.lines.get(("extends",)),
+                          key="extends") from None
+    return _chain(parent_path, seen + (ident, str(path))) + [loaded]
+
+
+def parse_override(text: str) -> tuple[tuple[str, ...], Any]:
+    """``"train.epochs=2"`` -> (("train", "epochs"), 2); the value is read as YAML (safe)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise RecipeError(f"override '{text}' must look like key.path=value, e.g. train.epochs=2")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as err:
+        raise RecipeError(f"override '{text}': value is not valid YAML ({err})") from None
+    return tuple(p for p in key.strip().split(".")), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    out = copy.deepcopy(data)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = out
+        for part in path[:-1]:
+            nxt = node.get(part)
+            if nxt is None:
+                nxt = node[part] = {}
+            if not isinstance(nxt, dict):
+                raise RecipeError(f"override '{text}': '{part}' is not a mapping")
+            node = nxt
+        if path[0] == "tricks" and len(path) == 2 and value is None:
+            node.pop(path[-1], None)
+        else:
+            node[path[-1]] = value
+    return out
+
+
+def _type_ok(value: Any, types: Any) -> bool:
+    if types is float:
+        types = _NUM
+    if isinstance(value, bool) and types in (int, _NUM, float):
+        return False
+    return isinstance(value, types)
+
+
+def _validate(data: dict[str, Any], where: _Loaded, lines_of: dict[tuple[str, ...], tuple[str, int]]) -> dict:
+    def err(msg: str, path: tuple[str, ...]) -> RecipeError:
+        file, line = lines_of.get(path, (where.file, None))
+        return RecipeError(msg, file=file, line=line, key=".".join(path))
+
+    out: dict[str, Any] = {}
+    for key in data:
+        if key not in SCHEMA:
+            close = difflib.get_close_matches(key, list(SCHEMA), n=3, cutoff=0.5)
+            hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+            raise err(f"unknown key{hint}; a recipe has {', '.join(SCHEMA)}", (key,))
+    for key, spec in SCHEMA.items():
+        if isinstance(spec, dict):
+            section = data.get(key) or {}
+            if not isinstance(section, dict):
+                raise err("must be a mapping", (key,))
+            out[key] = {}
+            for sub in section:
+                if sub not in spec:
+                    close = difflib.get_close_matches(sub, list(spec), n=3, cutoff=0.5)
+                    hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+                    raise err(f"unknown key{hint}; '{key}' has {', '.join(spec)}", (key, sub))
+            for sub, (types, default) in spec.items():
+                value = section.get(sub, copy.deepcopy(default))
+                if value is REQUIRED:
+                    raise err("is required (give it in the recipe or one it extends)", (key, sub))
+                if value is not None and not _type_ok(value, types):
+                    raise err(f"expected {_tname(types)}, got {type(value).__name__} {value!r}", (key, sub))
+                if types is float and value is not None:
+                    value = float(value)
+                check = _RANGES.get((key, sub))
+                if check and value is not None and not check[0](value):
+                    raise err(f"{check[1]}, got {value!r}", (key, sub))
+                out[key][sub] = value
+        else:
+            types, default = spec
+            value = data.get(key, copy.deepcopy(default))
+            if value is REQUIRED:
+                raise err("is required", (key,))
+            if value is not None and not _type_ok(value, types):
+                raise err(f"expected {_tname(types)}, got {type(value).__name__} {value!r}", (key,))
+            check = _RANGES.get((key,))
+            if check and value is not None and not check[0](value):
+                raise err(f"{check[1]}, got {value!r}", (key,))
+            out[key] = value
+    return out
+
+
+def _tname(types: Any) -> str:
+    if types == _NUM:
+        return "a number"
+    return {str: "a string", int: "an integer", bool: "true or false", dict: "a mapping",
+            list: "a list", float: "a number"}.get(types, str(types))
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def recipe_hash(data: Mapping[str, Any]) -> str:
+    """SHA-256 of the canonical JSON of a resolved recipe."""
+    canonical = json.dumps(_plain(data), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _check_tricks(data: dict[str, Any], lines_of: dict[tuple[str, ...], tuple[str, int]], default_file: str):
+    """Build every trick once so that unknown names and bad parameters fail at resolution time."""
+    from .parts import compose  # imports torch lazily: resolution of a valid recipe needs the registry
+    from .registry import TrickError, build_trick
+
+    parts = []
+    for name, params in data["tricks"].items():
+        file, line = lines_of.get(("tricks", name), (default_file, None))
+        if params is not None and not isinstance(params, dict):
+            raise RecipeError(f"parameters must be a mapping (use {{}} for the defaults), got {params!r}",
+                              file=file, line=line, key=f"tricks.{name}")
+        try:
+            parts.append(build_trick(name, **(params or {})))
+        except TrickError as err:
+            key = f"tricks.{name}" + (f".{err.param}" if err.param else "")
+            file, line = lines_of.get(("tricks", name) + ((err.param,) if err.param else ()), (file, line))
+            raise RecipeError(str(err), file=file, line=line, key=key) from None
+    try:
+        return compose(parts)
+    except TrickError as err:
+        name = err.trick or ""
+        file, line = lines_of.get(("tricks", name), (default_file, None))
+        raise RecipeError(str(err), file=file, line=line, key=f"tricks.{name}" if name else "tricks") from None
+
+
+def resolve(ref: str | Path, overrides: Iterable[str] = (), *, demo: bool = False) -> Recipe:
+    """Resolve a recipe: inheritance merge, the ``demo`` block if asked, ``--set`` overrides, validation,
+    derived values, hash."""
+    path = find_recipe_file(str(ref)) if not isinstance(ref, Path) else ref
+    chain = _chain(path)
+    merged: dict[str, Any] = {}
+    lines_of: dict[tuple[str, ...], tuple[str, int]] = {}
+    for loaded in chain:
+        merged = _merge(merged, loaded.data)
+        lines_of.update({k: (loaded.file, v) for k, v in loaded.lines.items()})
+    leaf = chain[-1]
+    for key in ("name", "version"):  # identity is the leaf's own, never inherited
+        if key not in leaf.data:
+            raise RecipeError("is required in every recipe file", file=leaf.file, line=1, key=key)
+    merged["name"], merged["version"] = leaf.data["name"], leaf.data["version"]
+    lineage = tuple(f"{c.data.get('name')}@{c.data.get('version')}" for c in reversed(chain))
+    merged.pop("extends", None)
+    if demo:
+        demo_block = merged.get("demo") or {}
+        if not isinstance(demo_block, dict):
+            raise RecipeError("must be a mapping", file=leaf.file, key="demo")
+        merged = _merge({k: v for k, v in merged.items()}, demo_block)
+    overrides = list(overrides)
+    if overrides:
+        merged = apply_overrides(merged, overrides)
+    data = _validate(merged, leaf, lines_of)
+    data["lineage"] = list(lineage)
+    pipeline = _check_tricks(data, lines_of, leaf.file)
+    lr = data["train"]["lr"]
+    if pipeline.lr_scaling is not None:
+        if lr is not None:
+            raise RecipeError("both train.lr and the linear_scaling trick set the LR; drop one of them",
+                              file=leaf.file, key="train.lr")
+        lr = float(pipeline.lr_scaling.scale(data["train"]["global_batch_size"]))
+    if lr is None:
+        raise RecipeError("no learning rate: give train.lr or the linear_scaling trick", file=leaf.file,
+                          key="train.lr")
+    data["derived"] = {"lr": lr}
+    if demo:
+        data["demo_run"] = True
+    return Recipe(data=data, sha256=recipe_hash(data), source=str(path), lineage=lineage)
+
+
+def per_device_batch(recipe: Recipe | Mapping[str, Any], world_size: int) -> int:
+    """The per-process batch: the recipe's global batch divided by the number of processes."""
+    data = recipe.data if isinstance(recipe, Recipe) else recipe
+    global_batch = data["train"]["global_batch_size"]
+    if world_size < 1 or global_batch % world_size:
+        raise RecipeError(f"global batch {global_batch} does not split over {world_size} processes; "
+                          f"set train.global_batch_size to a multiple of {world_size}",
+                          key="train.global_batch_size")
+    return global_batch // world_size
+
+
+def lock_entries() -> dict[str, str]:
+    """``name@version`` -> hash of every published recipe, resolved with no overrides."""
+    return {f"{name}@{version}": resolve(path).sha256 for name, version, path in list_recipes()}
