@@ -95,6 +95,28 @@ def _demo_teacher(recipe: Any, args: argparse.Namespace) -> Path:
                  progress=not args.no_progress)
 
 
+def cmd_lr_find(args: argparse.Namespace) -> int:
+    from .data import demo_datasets, image_folder_datasets
+    from .lr_find import lr_range_test, write_outputs
+    from .recipe import resolve
+
+    recipe = resolve(args.recipe, args.overrides, demo=args.demo)
+    if args.demo:
+        train_set, _ = demo_datasets(seed=recipe.data["train"]["seed"])
+    elif args.data_dir:
+        d = recipe.data["data"]
+        train_set, _ = image_folder_datasets(args.data_dir, d["train_split"], d["val_split"], d["subset_per_class"])
+    else:
+        raise SystemExit("--data-dir is required (or --demo)")
+    result = lr_range_test(recipe, train_set, steps=args.steps, start_lr=args.start_lr, end_lr=args.end_lr,
+                           device=args.device or "cpu", progress=not args.no_progress)
+    csv_path, png_path = write_outputs(result, Path(args.output), f"LR range test: {recipe.name}@{recipe.version}")
+    print(f"suggested base LR: {result.suggested_lr:.3g} (steepest loss descent; lowest loss at "
+          f"{result.min_loss_lr:.3g}, a tenth of it is {result.min_loss_lr / 10:.3g}); recipe's LR: {recipe.lr:g}")
+    print(f"wrote {csv_path} and {png_path}")
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------------------
 # list / show
 def cmd_list(args: argparse.Namespace) -> int:
@@ -204,6 +226,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_show)
+    p = sub.add_parser("lr-find", help="LR range test (Smith 2017) over a recipe's model and data")
+    p.add_argument("--recipe", required=True)
+    p.add_argument("--data-dir")
+    p.add_argument("--demo", action="store_true", help="use the embedded demo digits")
+    p.add_argument("--output", default="lr-find", help="folder for lr_find.csv and lr_find.png")
+    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--start-lr", type=float, default=1e-5)
+    p.add_argument("--end-lr", type=float, default=10.0)
+    p.add_argument("--device", choices=["cpu", "cuda"])
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_lr_find)
     p = sub.add_parser("recipe", help="list, show, diff and export recipes")
     rsub = p.add_subparsers(dest="recipe_cmd", required=True)
     rsub.add_parser("list", help="every published recipe version with its hash")

@@ -145,13 +145,22 @@ def register_trick(name: str, *, kind: str, section: str, implemented_by: str) -
 
 
 def _param_specs(name: str, factory: Callable[..., Any]) -> tuple[ParamSpec, ...]:
-    hints = typing.get_type_hints(factory)
+    try:
+        hints = typing.get_type_hints(factory)
+    except NameError:  # e.g. a return annotation imported inside a function: read parameters one by one
+        hints = {}
     specs = []
     for p in inspect.signature(factory).parameters.values():
         if p.kind is not inspect.Parameter.KEYWORD_ONLY or p.default is inspect.Parameter.empty:
             raise TrickError(f"factory parameter '{p.name}' must be keyword-only with a default",
                              trick=name)
         annotation = hints.get(p.name, Any)
+        if p.name not in hints and p.annotation is not inspect.Parameter.empty:
+            try:
+                annotation = eval(p.annotation, factory.__globals__) if isinstance(p.annotation, str) \
+                    else p.annotation  # noqa: S307 - the factory's own annotation
+            except Exception:
+                annotation = Any
         specs.append(ParamSpec(p.name, annotation, p.default, _type_name(annotation)))
     return tuple(specs)
 

@@ -134,15 +134,18 @@ def distillation(*, teacher: str = "resnet152_v1d.gluon_in1k", temperature: floa
     cosine decay, label smoothing and mixup, here GluonCV's ``resnet152_v1d`` weights in timm.
     timm's ``LogitDistillationTask`` uses KL instead of the second CE; it differs by the teacher's
     entropy, a constant for the student, so the gradients are the same. The loop builds the teacher
-    (``timm.create_model(teacher, pretrained=True)``, eval mode, no grad) and feeds it the same
+    (see :func:`tricks_registry.build.load_teacher` for the accepted forms; eval mode, no grad) and feeds it the same
     (mixed) batch as the student (paper, Table 6).
     """
     check_param(temperature > 0, "distillation", "temperature", f"must be > 0, got {temperature}")
-    check_param(bool(teacher.strip()), "distillation", "teacher", "must name a timm model")
-    import timm
+    check_param(bool(teacher.strip()), "distillation", "teacher",
+                "must name the teacher: a timm name with a pretrained tag, hf-hub:org/name, local-dir:PATH, "
+                "a tricks-train run folder or ARCH@weights.safetensors")
+    if not teacher.startswith(("hf-hub:", "local-dir:")) and "/" not in teacher and "@" not in teacher:
+        import timm
 
-    check_param(timm.is_model(teacher.split(".", 1)[0]) or timm.is_model(teacher), "distillation", "teacher",
-                f"'{teacher}' is not a timm model name (see timm.list_models())")
+        check_param(timm.is_model(teacher.split(".", 1)[0]), "distillation", "teacher",
+                    f"'{teacher}' is not a timm model name (see timm.list_models())")
     t = float(temperature)
 
     def loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

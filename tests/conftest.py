@@ -1,0 +1,41 @@
+"""Shared fixtures: a small, fixed, class-balanced CIFAR-10 subset from ../shared/data (real JPEGs)."""
+from __future__ import annotations
+
+import os
+import tarfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CIFAR_TAR = Path(os.environ.get("TIMM_TRICKS_CIFAR", ROOT.parent / "shared" / "data" / "cifar10-jpg.tar.gz"))
+
+
+def _extract_subset(dest: Path, per_class: dict[str, int]) -> Path:
+    """Extract the first N images (by name) of every class of each split, reading the archive once."""
+    wanted: dict[tuple[str, str], list[str]] = {}
+    with tarfile.open(CIFAR_TAR, "r:gz") as tar:
+        members = [m for m in tar.getmembers() if m.isfile() and m.name.endswith(".jpg")]
+        by_key: dict[tuple[str, str], list[tarfile.TarInfo]] = {}
+        for m in members:
+            parts = Path(m.name).parts
+            split, cls = parts[-3], parts[-2]
+            by_key.setdefault((split, cls), []).append(m)
+        for (split, cls), items in sorted(by_key.items()):
+            n = per_class.get(split, 0)
+            for m in sorted(items, key=lambda m: m.name)[:n]:
+                m2 = tarfile.TarInfo(f"{'val' if split == 'test' else split}/{cls}/{Path(m.name).name}")
+                m2.size = m.size
+                target = dest / m2.name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(tar.extractfile(m).read())
+                wanted.setdefault((split, cls), []).append(m2.name)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def cifar_subset(tmp_path_factory) -> Path:
+    """10 classes x 12 train and 6 val real CIFAR-10 JPEGs (train/ and val/ ImageFolder splits)."""
+    if not CIFAR_TAR.is_file():
+        pytest.skip(f"no CIFAR-10 archive at {CIFAR_TAR}")
+    return _extract_subset(tmp_path_factory.mktemp("cifar10"), {"train": 12, "test": 6})
