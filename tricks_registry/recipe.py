@@ -343,8 +343,9 @@ def _validate(data: dict[str, Any], where: _Loaded, lines_of: dict[tuple[str, ..
                     hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
                     raise err(f"unknown key{hint}; '{key}' has {', '.join(spec)}", (key, sub))
             for sub, (types, default) in spec.items():
-                value = section.get(sub, copy.deepcopy(default))
-                if value is REQUIRED:
+                value = section[sub] if sub in section else (
+                    default if default is REQUIRED else copy.deepcopy(default))
+                if value is REQUIRED or (value is None and default is REQUIRED):
                     raise err("is required (give it in the recipe or one it extends)", (key, sub))
                 if value is not None and not _type_ok(value, types):
                     raise err(f"expected {_tname(types)}, got {type(value).__name__} {value!r}", (key, sub))
@@ -356,9 +357,11 @@ def _validate(data: dict[str, Any], where: _Loaded, lines_of: dict[tuple[str, ..
                 out[key][sub] = value
         else:
             types, default = spec
-            value = data.get(key, copy.deepcopy(default))
-            if value is REQUIRED:
+            value = data[key] if key in data else (default if default is REQUIRED else copy.deepcopy(default))
+            if value is REQUIRED or (value is None and default is REQUIRED):
                 raise err("is required", (key,))
+            if value is None and types is dict:
+                raise err("must be a mapping (use {} for an empty one)", (key,))
             if value is not None and not _type_ok(value, types):
                 raise err(f"expected {_tname(types)}, got {type(value).__name__} {value!r}", (key,))
             check = _RANGES.get((key,))
@@ -384,8 +387,15 @@ def _plain(obj: Any) -> Any:
 
 
 def recipe_hash(data: Mapping[str, Any]) -> str:
-    """SHA-256 of the canonical JSON of a resolved recipe."""
-    canonical = json.dumps(_plain(data), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    """SHA-256 of the canonical JSON of a resolved recipe.
+
+    Keys are sorted, except the tricks: their order is the order in which the pipeline applies them within a
+    stage, so they are hashed as an ordered list of ``[name, params]`` pairs.
+    """
+    plain = _plain(data)
+    if isinstance(plain.get("tricks"), dict):
+        plain["tricks"] = [[name, params] for name, params in plain["tricks"].items()]
+    canonical = json.dumps(plain, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
