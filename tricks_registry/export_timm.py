@@ -19,7 +19,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from .recipe import Recipe, RecipeError, per_device_batch
+from .recipe import Recipe, RecipeError, _plain, per_device_batch
 
 __all__ = ["export_timm_args", "TIMM_TRAIN_PY_REF"]
 
@@ -32,14 +32,6 @@ _MODEL_KWARG_DESTS = {
     "num_classes": "num_classes", "in_chans": "in_chans", "drop_rate": "drop", "drop_path_rate": "drop_path",
     "drop_block_rate": "drop_block", "global_pool": "gp", "bn_momentum": "bn_momentum", "bn_eps": "bn_eps",
 }
-
-
-def _plain(obj: Any) -> Any:
-    if isinstance(obj, Mapping):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    return obj
 
 
 def _num(x: float) -> float | int:
