@@ -41,6 +41,7 @@ __all__ = [
 ]
 
 LOCK_FILE = "recipes.lock"
+_SCI_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 _FILE_RE = re.compile(r"^(?P<name>[A-Za-z0-9_\-]+)\.v(?P<version>[0-9]+)\.ya?ml$")
 
 
@@ -288,6 +289,8 @@ def parse_override(text: str) -> tuple[tuple[str, ...], Any]:
         raise RecipeError(f"override '{text}' must look like key.path=value, e.g. train.epochs=2")
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
+        if isinstance(value, str) and _SCI_NUMBER.fullmatch(value.strip()):
+            value = float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string
     except yaml.YAMLError as err:
         raise RecipeError(f"override '{text}': value is not valid YAML ({err})") from None
     return tuple(p for p in key.strip().split(".")), value
