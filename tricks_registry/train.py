@@ -175,8 +175,7 @@ def train(recipe: Recipe, *, data_dir: str | None, output: str | Path, device: s
         row = {"epoch": epoch + 1, "train_loss": train_loss, "lr": optimizer.param_groups[0]["lr"],
                "val_loss": val["loss"], "top1": val["top1"], "top5": val["top5"], "ema_top1": ema_top1,
                "images_per_s": seen * env.world_size / epoch_s, "epoch_s": epoch_s}
-        stop = early_stop.step(row[early_stop.metric] if hasattr(early_stop, "metric") else row["top1"]) \
-            if early_stop is not None else False
+        stop = early_stop is not None and early_stop.step(row[early_stop.metric])
         rngs = _gather(rng_state(), env)
         if env.is_main:
             _append_metrics(run_dir / "metrics.csv", row)
