@@ -21,16 +21,16 @@ from tricks_registry.train import _checksum
 
 pytestmark = pytest.mark.slow
 
-# The ResNet-50 ladder (Tables 2-6); the MobileNet and Inception-V3 ladders are resolved and exported in
-# test_recipe.py and test_export_timm.py, but their few-step loss is not yet reliably monotone at this scale.
-LADDER = sorted(name for name, _, _ in list_recipes() if name.startswith("resnet50"))
+LADDER = sorted(name for name, _, _ in list_recipes() if not name.startswith(("fasterrcnn", "fcn")))
 
 
 def scaled_down(name: str, epochs: int = 4, batch: int = 20) -> list[str]:
     """--set overrides that shrink a recipe to seconds on 2 CPU cores while keeping every trick."""
     recipe = resolve(name)
     tricks = recipe.data["tricks"]
-    size = 80 if recipe.data["model"]["name"].startswith("inception") else 32
+    # 64 px (96 for Inception-V3, which needs 75+): at 32 px the last stage is 1x1 and BN over a batch of 20
+    # single pixels is too noisy for the loss to fall within a few steps
+    size = 96 if recipe.data["model"]["name"].startswith("inception") else 64
     out = [f"data.input_size={size}", "data.eval_crop_pct=1.0", "data.workers=0", f"train.epochs={epochs}",
            f"train.global_batch_size={batch}", "train.log_every=1"]
     if "linear_scaling" not in tricks:  # the paper's LR of 0.1 per 256 images, scaled to this batch
