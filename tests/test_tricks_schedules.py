@@ -28,6 +28,16 @@ def _opt(lr: float = BASE, groups: int = 1) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=lr, momentum=0.9)
 
 
+def _torch_lrs(opt: torch.optim.Optimizer, scheduler, steps: int) -> list[float]:
+    """The LR a torch scheduler gives at each of ``steps`` iterations (the reference curve)."""
+    lrs = []
+    for _ in range(steps):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        scheduler.step()
+    return lrs
+
+
 def _run(sched, opt, steps) -> list[list[float]]:
     out = []
     for t in steps:
@@ -131,11 +141,7 @@ def test_multistep_drops_10x_at_milestones_like_torch():
         assert lrs[m * spe - 1] == pytest.approx(BASE * 0.1 ** (k - 1), rel=1e-12)
     opt = _opt()
     ref = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[3 * spe, 6 * spe, 9 * spe], gamma=0.1)
-    ref_lrs = []
-    for _ in range(spe * epochs):
-        ref_lrs.append(opt.param_groups[0]["lr"])
-        opt.step()
-        ref.step()
+    ref_lrs = _torch_lrs(opt, ref, spe * epochs)
     assert lrs == pytest.approx(ref_lrs, rel=1e-12)
 
 
@@ -145,11 +151,7 @@ def test_step_equals_torch_steplr():
                       steps_per_epoch=spe)
     opt = _opt()
     ref = torch.optim.lr_scheduler.StepLR(opt, step_size=2 * spe, gamma=0.5)
-    ref_lrs = []
-    for _ in range(total):
-        ref_lrs.append(opt.param_groups[0]["lr"])
-        opt.step()
-        ref.step()
+    ref_lrs = _torch_lrs(opt, ref, total)
     assert lrs == pytest.approx(ref_lrs, rel=1e-12)
 
 
@@ -160,11 +162,7 @@ def test_cyclic_equals_torch_cycliclr():
     opt = _opt()
     ref = torch.optim.lr_scheduler.CyclicLR(opt, base_lr=0.25 * BASE, max_lr=BASE, step_size_up=8,
                                             mode="triangular2", cycle_momentum=False)
-    ref_lrs = []
-    for _ in range(total):
-        ref_lrs.append(opt.param_groups[0]["lr"])
-        opt.step()
-        ref.step()
+    ref_lrs = _torch_lrs(opt, ref, total)
     assert lrs == ref_lrs
     assert max(lrs) == BASE and min(lrs) == 0.25 * BASE
 

@@ -21,7 +21,7 @@ from .registry import build_trick
 from .tricks.optimizers import decay_all_params
 
 __all__ = ["DistInfo", "init_distributed", "build_model", "apply_model_transforms", "build_optimizer",
-           "build_scheduler", "load_teacher", "TeacherUnavailable", "TEACHER_FORMS"]
+           "build_scheduler", "schedule_part", "load_teacher", "TeacherUnavailable", "TEACHER_FORMS"]
 
 TEACHER_FORMS = (
     "a timm name with a pretrained tag (resnet152_v1d.gluon_in1k; needs the Hub or its cache), "
@@ -102,10 +102,14 @@ def build_optimizer(model: nn.Module, pipeline: Pipeline, lr: float, weight_deca
     return optimizer.make(groups, lr, weight_decay)
 
 
+def schedule_part(pipeline: Pipeline):
+    """The recipe's schedule, or a constant LR when it names none."""
+    return pipeline.schedule or build_trick("constant")
+
+
 def build_scheduler(optimizer: torch.optim.Optimizer, pipeline: Pipeline, *, epochs: int, steps_per_epoch: int):
     """The per-iteration schedule over the whole run, warmup included (constant LR when none is named)."""
-    schedule = pipeline.schedule or build_trick("constant")
-    return schedule.make(optimizer, total_steps=epochs * steps_per_epoch, steps_per_epoch=steps_per_epoch,
+    return schedule_part(pipeline).make(optimizer, total_steps=epochs * steps_per_epoch, steps_per_epoch=steps_per_epoch,
                          warmup=pipeline.warmup)
 
 

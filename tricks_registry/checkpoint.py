@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "save_checkpoint", "load_checkpoint", "rng_state",
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_png", "save_checkpoint", "load_checkpoint", "rng_state",
            "set_rng_state", "state_dict_for_save"]
 
 
@@ -44,6 +44,13 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_png(path: str | os.PathLike, fig: Any) -> None:
+    """Render a matplotlib figure to PNG and write it atomically."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def state_dict_for_save(model: torch.nn.Module) -> dict[str, torch.Tensor]:

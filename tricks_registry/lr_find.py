@@ -7,7 +7,6 @@ reading of Smith's plot; ``min_loss_lr / 10`` is reported beside it.
 """
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +14,7 @@ from pathlib import Path
 import torch
 
 from .build import apply_model_transforms, build_model, build_optimizer
-from .checkpoint import atomic_write_bytes, atomic_write_text
+from .checkpoint import atomic_write_png, atomic_write_text
 from .parts import compose, parts_from_config
 from .recipe import Recipe
 from .tricks.augmentations import build_train_transform
@@ -125,8 +124,6 @@ def write_outputs(result: LRFindResult, out_dir: Path, title: str) -> tuple[Path
     ax.axvline(result.suggested_lr, color="red", linestyle="--", label=f"suggested {result.suggested_lr:.3g}")
     ax.set(xscale="log", xlabel="learning rate", ylabel="loss", title=title)
     ax.legend()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    atomic_write_png(png_path, fig)
     plt.close(fig)
-    atomic_write_bytes(png_path, buffer.getvalue())
     return csv_path, png_path

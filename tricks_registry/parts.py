@@ -34,11 +34,9 @@ __all__ = [
     "Runtime", "Pipeline", "compose", "MODEL_TRANSFORM_ORDER",
 ]
 
-#: Where each model transform runs: structure first, then initialisation, zero-gamma after it,
-#: memory format, and compilation last.
-MODEL_TRANSFORM_ORDER: dict[str, int] = {
-    "structure": 0, "init": 10, "zero_gamma": 20, "memory_format": 30, "compile": 40,
-}
+#: Where each model transform runs: structure first, then initialisation, zero-gamma after it.
+#: (channels-last and torch.compile are runtime settings, applied after these by the loop.)
+MODEL_TRANSFORM_ORDER: dict[str, int] = {"structure": 0, "init": 10, "zero_gamma": 20}
 
 
 class StepScheduler(Protocol):

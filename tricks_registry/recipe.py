@@ -149,14 +149,12 @@ class Recipe:
 
 # ----------------------------------------------------------------------------------------------------------
 # Loading with line numbers
-class _LineLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys (a silent overwrite is a classic recipe bug)."""
-
-
 def _load_with_lines(text: str, file: str) -> tuple[Any, dict[tuple[str, ...], int]]:
+    """Safe-load ``text`` and map every key path to its line; a key given twice is an error (YAML would
+    silently keep the last one)."""
     try:
-        node = yaml.compose(text, Loader=_LineLoader)
-        data = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - SafeLoader subclass
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
     except yaml.constructor.ConstructorError as err:
         line = err.problem_mark.line + 1 if err.problem_mark else None
         raise RecipeError(f"YAML tag not allowed ({err.problem}); recipes hold plain data only",

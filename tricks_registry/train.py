@@ -24,9 +24,9 @@ from tqdm import tqdm
 
 from . import __version__
 from .build import apply_model_transforms, build_model, build_optimizer, build_scheduler, init_distributed, \
-    load_teacher
-from .checkpoint import atomic_write_text, load_checkpoint, rng_state, save_checkpoint, set_rng_state, \
-    state_dict_for_save
+    load_teacher, schedule_part
+from .checkpoint import atomic_write_png, atomic_write_text, load_checkpoint, rng_state, save_checkpoint, \
+    set_rng_state, state_dict_for_save
 from .data import demo_datasets, image_folder_datasets
 from .parts import compose, parts_from_config
 from .recipe import Recipe, per_device_batch
@@ -35,6 +35,7 @@ from .tricks.control import make_early_stopping, make_ema
 from .tricks.efficiency import autocast, grad_scaler, prepare_input, prepare_model
 from .tricks.losses import make_criterion
 from .tricks.mixing import batch_transform
+from .tricks.schedules import lr_sequence
 
 __all__ = ["train", "evaluate"]
 
@@ -334,36 +335,13 @@ def _plot(run_dir: Path, recipe: Recipe, pipeline: Any, steps_per_epoch: int) ->
     ax2.set(xlabel="epoch", ylabel="accuracy (%)", title="validation")
     ax2.legend()
     fig.suptitle(f"{recipe.name}@{recipe.version}")
-    _save_fig(fig, run_dir / "curves.png")
+    atomic_write_png(run_dir / "curves.png", fig)
     plt.close(fig)
     if not (run_dir / "lr_schedule.png").is_file():
-        lrs = lr_curve(recipe, pipeline, steps_per_epoch)
+        lrs = lr_sequence(schedule_part(pipeline), base_lr=recipe.lr, warmup=pipeline.warmup,
+                          total_steps=recipe.data["train"]["epochs"] * steps_per_epoch, steps_per_epoch=steps_per_epoch)
         fig, ax = plt.subplots(figsize=(6, 3.5))
         ax.plot(np.arange(len(lrs)) / steps_per_epoch, lrs)
         ax.set(xlabel="epoch", ylabel="learning rate", title=f"LR schedule: {recipe.name}@{recipe.version}")
-        _save_fig(fig, run_dir / "lr_schedule.png")
+        atomic_write_png(run_dir / "lr_schedule.png", fig)
         plt.close(fig)
-
-
-def _save_fig(fig: Any, path: Path) -> None:
-    import io
-    from .checkpoint import atomic_write_bytes
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    atomic_write_bytes(path, buffer.getvalue())
-
-
-def lr_curve(recipe: Recipe, pipeline: Any, steps_per_epoch: int) -> list[float]:
-    """The LR at every step of the run, from the recipe's schedule applied to a dummy parameter."""
-    from .build import build_scheduler
-
-    param = torch.nn.Parameter(torch.zeros(1))
-    optimizer = torch.optim.SGD([param], lr=recipe.lr)
-    scheduler = build_scheduler(optimizer, pipeline, epochs=recipe.data["train"]["epochs"],
-                                steps_per_epoch=steps_per_epoch)
-    lrs = []
-    for t in range(recipe.data["train"]["epochs"] * steps_per_epoch):
-        scheduler.step_update(t)
-        lrs.append(optimizer.param_groups[0]["lr"])
-    return lrs
