@@ -208,7 +208,7 @@ def test_overrides_come_after_the_demo_block():
 
 @pytest.mark.parametrize("text", ["train.epochs", "=3", "  =3", "train.epochs=[1,", "train.epochs.x=1"])
 def test_bad_override_syntax_is_a_recipe_error(text: str):
-    with pytest.raises(RecipeError, match=f"override '{re.escape(text)}'"):
+    with pytest.raises(RecipeError, match=f"^--set {re.escape(text)}: "):
         resolve("resnet50_baseline", [text])
 
 

@@ -78,7 +78,7 @@ def test_ladder_recipe_trains_and_loss_goes_down(name, cifar_subset, teacher_run
     assert summary["recipe"] == f"{name}@1" and summary["num_classes"] == 10
     assert summary["recipe_sha256"] == (run_dir / "recipe.sha256").read_text().strip()
     for f in ("recipe.yaml", "curves.png", "lr_schedule.png", "checkpoints/last.safetensors",
-              "checkpoints/last.state.pt", "checkpoints/best.safetensors"):
+              "checkpoints/best.safetensors", "checkpoints/step-00000024.state.pt"):
         assert (run_dir / f).is_file(), f
 
 
@@ -86,12 +86,12 @@ def test_checkpoint_reloads_to_identical_weights(cifar_subset, tmp_path):
     run_dir = run_train(["--recipe", "resnet50d_efficient", "--data-dir", str(cifar_subset), "--output",
                          str(tmp_path), *["--set=" + s for s in scaled_down("resnet50d_efficient", epochs=2)]])
     summary = json.loads((run_dir / "summary.json").read_text())
-    weights, state = load_checkpoint(run_dir / "checkpoints", "last")
+    weights, state = load_checkpoint(run_dir / "checkpoints", "step-00000012")
     model = build_model(resolve("resnet50d_efficient").data["model"], 10)
     model.load_state_dict(weights, strict=True)
     # the checksum the trainer took of its in-memory model at the end equals the reloaded one
     assert _checksum(model) == summary["rank_checksums"][0]
-    assert state["epoch"] == 1 and state["num_updates"] == 2 * (120 // 20)
+    assert state["epoch"] == 1 and state["epoch_done"] and state["num_updates"] == 2 * (120 // 20)
     reloaded = load_file(str(run_dir / "checkpoints" / "last.safetensors"))
     assert all(torch.equal(reloaded[k], v) for k, v in model.state_dict().items())
 

@@ -20,7 +20,7 @@ from .parts import Pipeline
 from .registry import build_trick
 from .tricks.optimizers import decay_all_params
 
-__all__ = ["DistInfo", "init_distributed", "build_model", "apply_model_transforms", "build_optimizer",
+__all__ = ["DistInfo", "init_distributed", "build_model", "check_model_name", "apply_model_transforms", "build_optimizer",
            "build_scheduler", "schedule_part", "load_teacher", "TeacherUnavailable", "TEACHER_FORMS"]
 
 TEACHER_FORMS = (
@@ -72,19 +72,30 @@ def build_model(model_cfg: Mapping[str, Any], num_classes: int) -> nn.Module:
 
     name = model_cfg["name"]
     kwargs = dict(model_cfg.get("kwargs") or {})
+    check_model_name(name)
     if name.startswith("torchvision:"):
         tv_name = name.split(":", 1)[1]
-        if tv_name not in torchvision.models.list_models(module=torchvision.models):
-            raise SystemExit(f"model: torchvision has no classification model '{tv_name}'")
         weights = "DEFAULT" if model_cfg.get("pretrained") else None
         if weights and num_classes != 1000:
             raise SystemExit(f"model: torchvision's pretrained '{tv_name}' has 1000 classes, the data {num_classes}; "
                              "use the timm name of the same network, whose head timm resizes")
         return torchvision.models.get_model(tv_name, weights=weights, num_classes=num_classes, **kwargs)
-    if not timm.is_model(name.split(".")[0]):
-        close = timm.list_models(f"*{name.split('_')[0]}*")[:5]
-        raise SystemExit(f"model: timm has no model '{name}'" + (f" (similar: {', '.join(close)})" if close else ""))
     return timm.create_model(name, pretrained=bool(model_cfg.get("pretrained")), num_classes=num_classes, **kwargs)
+
+
+def check_model_name(name: str) -> None:
+    """Stop before any data is read when timm (our variants included) or torchvision has no such model."""
+    import timm
+    import torchvision
+
+    if name.startswith("torchvision:"):
+        if name.split(":", 1)[1] not in torchvision.models.list_models(module=torchvision.models):
+            raise SystemExit(f"model.name: torchvision has no classification model '{name.split(':', 1)[1]}'")
+    elif not timm.is_model(name.split(".")[0]):
+        import difflib
+        close = difflib.get_close_matches(name.split(".")[0], timm.list_models(), n=4, cutoff=0.6)
+        raise SystemExit(f"model.name: timm has no model '{name}'" + (f" (did you mean {', '.join(close)}?)" if close
+                                                                      else "; `timm.list_models('*resnet*')` lists them"))
 
 
 def apply_model_transforms(model: nn.Module, pipeline: Pipeline) -> nn.Module:
@@ -153,7 +164,7 @@ def load_teacher(spec: str, num_classes: int, device: torch.device, *, trust_pic
 def _model_from_run(run_dir: Path, num_classes: int) -> nn.Module:
     """The best (else last) weights of a ``tricks-train`` run folder, in the architecture its recipe names."""
     import yaml
-    from safetensors.torch import load_file
+    from .checkpoint import load_weights
 
     recipe = yaml.safe_load((run_dir / "recipe.yaml").read_text())
     summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").is_file() else {}
@@ -163,6 +174,6 @@ def _model_from_run(run_dir: Path, num_classes: int) -> nn.Module:
     model = build_model(recipe["model"], num_classes)
     for name in ("best.safetensors", "last.safetensors"):
         if (run_dir / "checkpoints" / name).is_file():
-            model.load_state_dict(load_file(str(run_dir / "checkpoints" / name)))
+            model.load_state_dict(load_weights(run_dir / "checkpoints" / name))  # checked against its manifest
             return model
     raise FileNotFoundError(f"no checkpoints/best.safetensors in {run_dir}")

@@ -2,25 +2,30 @@
 
 Every file is written to a temporary file in the same folder, flushed to disk, then renamed over the
 target, so a crash or a kill leaves either the old file or the new one, never half of one.
-A checkpoint is two files: ``<tag>.safetensors`` (the model weights, the only format we write) and
-``<tag>.state.pt`` (optimizer, scheduler, grad scaler, EMA, RNG states, counters: tensors and plain
-Python only, loaded with ``torch.load(weights_only=True)``).
+A resumable checkpoint is three files: ``<tag>.safetensors`` (the model weights, the only weights format
+we write), ``<tag>.state.pt`` (optimizer, scheduler, grad scaler, EMA, RNG states, sampler position and
+counters: tensors and plain Python only, loaded with ``torch.load(weights_only=True)``) and, written last,
+``<tag>.json``, a manifest with the SHA-256 of both. A checkpoint whose manifest is missing or whose files
+do not match it is refused, and the one before it is used; the newest K are kept.
 """
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import os
 import random
 import tempfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_png", "save_checkpoint", "load_checkpoint", "rng_state",
-           "set_rng_state", "state_dict_for_save"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_png", "save_checkpoint", "load_checkpoint",
+           "latest_checkpoint", "resumable_checkpoints", "save_weights", "load_weights", "verify", "CheckpointError",
+           "file_sha256", "rng_state", "set_rng_state", "state_dict_for_save"]
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -86,18 +91,128 @@ def _tuplify(obj: Any) -> Any:
     return tuple(_tuplify(o) for o in obj) if isinstance(obj, (list, tuple)) else obj
 
 
-def save_checkpoint(folder: str | os.PathLike, tag: str, model: torch.nn.Module, state: Mapping[str, Any]) -> None:
-    """Write ``<tag>.state.pt`` then ``<tag>.safetensors``, each atomically."""
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes (read in 1 MiB blocks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, truncated or corrupt; the message names the file."""
+
+
+def _write_manifest(folder: Path, tag: str, files: Mapping[str, bytes], info: Mapping[str, Any]) -> None:
+    """Write each file atomically, then ``<tag>.json`` with their checksums: the manifest is written last, so
+    a checkpoint without one (a kill or a full disk mid-way) is never taken for a good one."""
+    sums = {}
+    for name, data in files.items():
+        atomic_write_bytes(folder / name, data)
+        sums[name] = hashlib.sha256(data).hexdigest()
+    manifest = {"tag": tag, "files": sums, **info}
+    atomic_write_text(folder / f"{tag}.json", json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+
+
+def verify(folder: str | os.PathLike, tag: str) -> dict[str, Any]:
+    """The manifest of checkpoint ``tag`` once every file it lists matches its checksum; else
+    :class:`CheckpointError` naming the bad file."""
+    folder = Path(folder)
+    manifest_path = folder / f"{tag}.json"
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        files = manifest["files"]
+    except FileNotFoundError:
+        raise CheckpointError(f"{manifest_path}: missing (the checkpoint was never completed)") from None
+    except (ValueError, KeyError, TypeError) as err:
+        raise CheckpointError(f"{manifest_path}: unreadable manifest ({err})") from None
+    for name, expected in files.items():
+        path = folder / name
+        if not path.is_file():
+            raise CheckpointError(f"{path}: missing")
+        if file_sha256(path) != expected:
+            raise CheckpointError(f"{path}: checksum mismatch (truncated or corrupt; size {path.stat().st_size} "
+                                  "bytes)")
+    return manifest
+
+
+def save_weights(path: str | os.PathLike, model: torch.nn.Module | Mapping[str, torch.Tensor],
+                 metadata: Mapping[str, Any] | None = None) -> None:
+    """Model weights as ``<name>.safetensors`` plus ``<name>.json`` (checksum and ``metadata``), atomically."""
+    path = Path(path)
+    weights = model if isinstance(model, Mapping) else state_dict_for_save(model)
+    tag = path.name[: -len(".safetensors")]
+    _write_manifest(path.parent, tag, {path.name: save(dict(weights))}, dict(metadata or {}))
+
+
+def load_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Weights from a ``.safetensors`` file, checked against its ``.json`` manifest when it has one."""
+    path = Path(path)
+    tag = path.name[: -len(".safetensors")]
+    if (path.parent / f"{tag}.json").is_file():
+        verify(path.parent, tag)
+    try:
+        return load_file(str(path))
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: missing") from None
+    except Exception as err:  # safetensors raises its own error types for a bad header
+        raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from None
+
+
+def save_checkpoint(folder: str | os.PathLike, tag: str, model: torch.nn.Module, state: Mapping[str, Any],
+                    keep: int | None = None) -> Path:
+    """A resumable checkpoint: ``<tag>.safetensors`` (weights), ``<tag>.state.pt`` (training state), then the
+    manifest ``<tag>.json`` with both checksums. With ``keep``, only the newest ``keep`` resumable
+    checkpoints stay (older ones are removed once this one is complete). Returns the manifest's path."""
     folder = Path(folder)
     buffer = io.BytesIO()
     torch.save(dict(state), buffer)
-    atomic_write_bytes(folder / f"{tag}.state.pt", buffer.getvalue())
-    atomic_write_bytes(folder / f"{tag}.safetensors", save(state_dict_for_save(model)))
+    info = {k: state[k] for k in ("epoch", "step", "num_updates", "epoch_done") if k in state}
+    _write_manifest(folder, tag, {f"{tag}.safetensors": save(state_dict_for_save(model)),
+                                  f"{tag}.state.pt": buffer.getvalue()}, {"resumable": True, **info})
+    if keep is not None:
+        for old in resumable_checkpoints(folder)[:-keep]:
+            for name in (f"{old}.json", f"{old}.safetensors", f"{old}.state.pt"):  # manifest first
+                (folder / name).unlink(missing_ok=True)
+    return folder / f"{tag}.json"
 
 
 def load_checkpoint(folder: str | os.PathLike, tag: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """(model weights, training state) of checkpoint ``tag``."""
+    """(model weights, training state) of checkpoint ``tag``, verified against its manifest."""
     folder = Path(folder)
+    verify(folder, tag)
     weights = load_file(str(folder / f"{tag}.safetensors"))
     state = torch.load(folder / f"{tag}.state.pt", map_location="cpu", weights_only=True)
     return weights, state
+
+
+def resumable_checkpoints(folder: str | os.PathLike) -> list[str]:
+    """Tags of the resumable checkpoints in ``folder`` that have a manifest, oldest first (by update count)."""
+    tags = []
+    for manifest in Path(folder).glob("*.json"):
+        try:
+            info = json.loads(manifest.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(info, dict) and info.get("resumable"):
+            tags.append((info.get("num_updates", -1), manifest.stem))
+    return [tag for _, tag in sorted(tags)]
+
+
+def latest_checkpoint(folder: str | os.PathLike, warn: Callable[[str], None] = print
+                      ) -> tuple[str, dict[str, torch.Tensor], dict[str, Any]]:
+    """The newest resumable checkpoint that verifies: (tag, weights, state). A truncated or corrupt one is
+    refused with a message through ``warn`` and the one before it is used."""
+    refused = []
+    for tag in reversed(resumable_checkpoints(folder)):
+        try:
+            weights, state = load_checkpoint(folder, tag)
+            return tag, weights, state
+        except CheckpointError as err:
+            refused.append(str(err))
+            warn(f"refusing checkpoint {tag}: {err}; trying the one before it")
+        except Exception as err:  # a state file that checksums but does not unpickle (written by another version)
+            refused.append(f"{tag}: {err}")
+            warn(f"refusing checkpoint {tag}: {type(err).__name__}: {err}; trying the one before it")
+    raise CheckpointError(f"no usable checkpoint in {folder}" + (f" ({'; '.join(refused)})" if refused else ""))

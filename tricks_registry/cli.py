@@ -26,7 +26,8 @@ def _cache_dir() -> Path:
 # ---------------------------------------------------------------------------------------------------------
 # train
 def _add_train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--recipe", required=True, help="a recipe name (resnet50d_all, resnet50d_all@1) or a YAML path")
+    p.add_argument("--recipe", help="a recipe name (resnet50d_all, resnet50d_all@1) or a YAML path "
+                                    "(not needed with --resume: the run folder holds its recipe)")
     p.add_argument("--data-dir", help="ImageFolder tree with train/<class>/ and val/<class>/ (not needed with --demo)")
     p.add_argument("--output", default=DEFAULT_OUTPUT, help="where run folders go (default: %(default)s)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -36,13 +37,25 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--demo", action="store_true",
                    help="train on the embedded MNIST digits (needs the 'demo' extra), scaled down to run on a CPU")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--recovery-interval", type=int, default=0, metavar="STEPS",
+                   help="also save a resumable checkpoint every STEPS optimizer steps (default: at the end of each "
+                        "epoch only; SIGTERM/SIGINT always save one first)")
+    p.add_argument("--skip-bad-images", action="store_true",
+                   help="leave out unreadable images found by the scan (listed in the run folder's bad_images.txt) "
+                        "instead of stopping before training")
+    p.add_argument("--no-scan", action="store_true",
+                   help="do not decode every image before training (a bad image then stops the run when it is read)")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .recipe import resolve
     from .train import train
 
+    if not args.resume and not args.recipe:
+        raise SystemExit("--recipe is required (a name such as resnet50d_all, or a YAML file), or --resume RUN_DIR")
     if args.resume:
+        if args.recipe or args.overrides:
+            raise SystemExit("--resume continues a run with the recipe saved in its folder; drop --recipe and --set")
         recipe_file = Path(args.resume) / "recipe.yaml"
         if not recipe_file.is_file():
             raise SystemExit(f"--resume {args.resume}: no recipe.yaml there (is it a tricks-train run folder?)")
@@ -55,7 +68,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if demo and "distillation" in recipe.data["tricks"]:
         teacher = str(_demo_teacher(recipe, args))
     train(recipe, data_dir=args.data_dir, output=args.output, device=args.device, resume=args.resume, demo=demo,
-          teacher=teacher, progress=not args.no_progress)
+          teacher=teacher, progress=not args.no_progress, recovery_interval=args.recovery_interval,
+          scan_data=not args.no_scan, skip_bad_images=args.skip_bad_images)
     return 0
 
 
@@ -105,7 +119,8 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
         train_set, _ = demo_datasets(seed=recipe.data["train"]["seed"])
     elif args.data_dir:
         d = recipe.data["data"]
-        train_set, _ = image_folder_datasets(args.data_dir, d["train_split"], d["val_split"], d["subset_per_class"])
+        train_set, _, _ = image_folder_datasets(args.data_dir, d["train_split"], d["val_split"],
+                                                d["subset_per_class"], progress=not args.no_progress)
     else:
         raise SystemExit("--data-dir is required (or --demo)")
     result = lr_range_test(recipe, train_set, steps=args.steps, start_lr=args.start_lr, end_lr=args.end_lr,
@@ -264,10 +279,16 @@ def _run(func: Any, args: argparse.Namespace) -> int:
     from .recipe import RecipeError
     from .registry import TrickError
 
+    from .data import BadImageError
+
     try:
         return func(args)
     except (RecipeError, TrickError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except BadImageError as err:  # read during training (--no-scan); from a worker it carries the worker's traceback
+        where = str(err).strip().splitlines()[-1].split("BadImageError: ")[-1]
+        print(f"error: data: {where}; remove or replace it, or run with --skip-bad-images", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -101,6 +101,7 @@ SCHEMA: dict[str, Any] = {
     "transfer": (dict, {}),               # detection / segmentation settings (transfer recipes)
 }
 
+_INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "box", "hamming", "lanczos", "random")
 _RANGES: dict[tuple[str, str], tuple[Any, str]] = {
     ("train", "epochs"): (lambda v: v >= 1, "must be at least 1"),
     ("train", "global_batch_size"): (lambda v: v >= 1, "must be at least 1"),
@@ -110,6 +111,12 @@ _RANGES: dict[tuple[str, str], tuple[Any, str]] = {
     ("data", "input_size"): (lambda v: v >= 8, "must be at least 8 pixels"),
     ("data", "eval_crop_pct"): (lambda v: 0 < v <= 1, "must be in (0, 1]"),
     ("data", "workers"): (lambda v: v >= 0, "must be >= 0"),
+    ("data", "mean"): (lambda v: len(v) == 3 and all(_type_ok(x, _NUM) for x in v),
+                       "must be 3 numbers (R, G, B), e.g. [0.485, 0.456, 0.406]"),
+    ("data", "std"): (lambda v: len(v) == 3 and all(_type_ok(x, _NUM) and x > 0 for x in v),
+                      "must be 3 positive numbers (R, G, B), e.g. [0.229, 0.224, 0.225]"),
+    ("data", "interpolation"): (lambda v: v in _INTERPOLATIONS, "must be one of bilinear, bicubic, nearest, "
+                                "box, hamming, lanczos, random"),
     ("version",): (lambda v: v >= 1, "must be at least 1"),
 }
 
@@ -258,12 +265,15 @@ def _merge(base: dict[str, Any], child: Mapping[str, Any], *, tricks_level: bool
     return out
 
 
-def _chain(path: Path, seen: tuple[str, ...] = ()) -> list[_Loaded]:
+def _chain(path: Path, seen: tuple[tuple[str, str], ...] = ()) -> list[_Loaded]:
+    """The files of an ``extends`` chain, root first. A cycle is a file met twice (a local file may take the
+    name of the published recipe it extends: that is no cycle)."""
     loaded = load_file(path)
     ident = f"{loaded.data.get('name')}@{loaded.data.get('version')}"
-    if ident in seen or str(path) in seen:
-        raise RecipeError(f"'extends' makes a cycle: {' -> '.join(seen + (ident,))}", file=loaded.file,
-                          line=loaded.lines.get(("extends",)), key="extends")
+    where = str(Path(path).resolve())
+    if any(where == p for _, p in seen):
+        raise RecipeError(f"'extends' makes a cycle: {' -> '.join([i for i, _ in seen] + [ident])}",
+                          file=loaded.file, line=loaded.lines.get(("extends",)), key="extends")
     parent = loaded.data.get("extends")
     if parent is None:
         return [loaded]
@@ -277,34 +287,43 @@ def _chain(path: Path, seen: tuple[str, ...] = ()) -> list[_Loaded]:
     except RecipeError as err:
         raise RecipeError(f"broken chain: {err}", file=loaded.file, line=loaded.lines.get(("extends",)),
                           key="extends") from None
-    return _chain(parent_path, seen + (ident, str(path))) + [loaded]
+    return _chain(parent_path, seen + ((ident, where),)) + [loaded]
 
 
 def parse_override(text: str) -> tuple[tuple[str, ...], Any]:
     """``"train.epochs=2"`` -> (("train", "epochs"), 2); the value is read as YAML (safe)."""
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
-        raise RecipeError(f"override '{text}' must look like key.path=value, e.g. train.epochs=2")
+        raise RecipeError("an override must look like key.path=value, e.g. train.epochs=2", file=f"--set {text}")
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
         if isinstance(value, str) and _SCI_NUMBER.fullmatch(value.strip()):
             value = float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string
     except yaml.YAMLError as err:
-        raise RecipeError(f"override '{text}': value is not valid YAML ({err})") from None
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise RecipeError(f"the value is not valid YAML ({problem})", file=f"--set {text}") from None
     return tuple(p for p in key.strip().split(".")), value
 
 
 def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Apply ``--set key.path=value`` overrides in order; ``--set tricks.NAME=null`` removes a trick."""
     out = copy.deepcopy(data)
     for text in overrides:
         path, value = parse_override(text)
+        tricks = out.get("tricks") if isinstance(out.get("tricks"), dict) else {}
+        if path[0] == "tricks" and len(path) > 2 and path[1] not in tricks:
+            close = difflib.get_close_matches(path[1], list(tricks), n=3, cutoff=0.5)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise RecipeError(f"the recipe has no trick '{path[1]}'{hint}; add it first with "
+                              f"--set tricks.{path[1]}={{}} (its defaults), then set its parameters",
+                              file=f"--set {text}")
         node = out
         for part in path[:-1]:
             nxt = node.get(part)
             if nxt is None:
                 nxt = node[part] = {}
             if not isinstance(nxt, dict):
-                raise RecipeError(f"override '{text}': '{part}' is not a mapping")
+                raise RecipeError(f"'{part}' is not a mapping, so it has no key '{path[-1]}'", file=f"--set {text}")
             node = nxt
         if path[0] == "tricks" and len(path) == 2 and value is None:
             node.pop(path[-1], None)
@@ -323,7 +342,9 @@ def _type_ok(value: Any, types: Any) -> bool:
 
 def _validate(data: dict[str, Any], where: _Loaded, lines_of: dict[tuple[str, ...], tuple[str, int]]) -> dict:
     def err(msg: str, path: tuple[str, ...]) -> RecipeError:
-        file, line = lines_of.get(path, (where.file, None))
+        # the file and line that set this key, or the nearest section above it (a --set names itself)
+        file, line = next((lines_of[path[:n]] for n in range(len(path), 0, -1) if path[:n] in lines_of),
+                          (where.file, None))
         return RecipeError(msg, file=file, line=line, key=".".join(path))
 
     out: dict[str, Any] = {}
@@ -334,6 +355,9 @@ def _validate(data: dict[str, Any], where: _Loaded, lines_of: dict[tuple[str, ..
             raise err(f"unknown key{hint}; a recipe has {', '.join(SCHEMA)}", (key,))
     for key, spec in SCHEMA.items():
         if isinstance(spec, dict):
+            if key in data and data[key] is None:
+                raise err("must be a mapping of settings (a section cannot be emptied; set or override its keys)",
+                          (key,))
             section = data.get(key) or {}
             if not isinstance(section, dict):
                 raise err("must be a mapping", (key,))
@@ -450,14 +474,20 @@ def resolve(ref: str | Path, overrides: Iterable[str] = (), *, demo: bool = Fals
     overrides = list(overrides)
     if overrides:
         merged = apply_overrides(merged, overrides)
+        for text in overrides:  # errors in an overridden value name the --set that gave it
+            key_path = parse_override(text)[0]
+            for known in [k for k in lines_of if k[:len(key_path)] == key_path]:
+                del lines_of[known]
+            lines_of[key_path] = (f"--set {text}", 0)
     data = _validate(merged, leaf, lines_of)
     data["lineage"] = list(lineage)
     pipeline = _check_tricks(data, lines_of, leaf.file)
     lr = data["train"]["lr"]
     if pipeline.lr_scaling is not None:
         if lr is not None:
+            file, line = lines_of.get(("train", "lr"), (leaf.file, None))
             raise RecipeError("both train.lr and the linear_scaling trick set the LR; drop one of them",
-                              file=leaf.file, key="train.lr")
+                              file=file, line=line, key="train.lr")
         lr = float(pipeline.lr_scaling.scale(data["train"]["global_batch_size"]))
     if lr is None:
         raise RecipeError("no learning rate: give train.lr or the linear_scaling trick", file=leaf.file,

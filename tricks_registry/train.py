@@ -11,6 +11,8 @@ import csv
 import json
 import platform
 import random
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -19,15 +21,15 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler, Subset
+from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from . import __version__
-from .build import apply_model_transforms, build_model, build_optimizer, build_scheduler, init_distributed, \
-    load_teacher, schedule_part
-from .checkpoint import atomic_write_png, atomic_write_text, load_checkpoint, rng_state, save_checkpoint, \
-    set_rng_state, state_dict_for_save
-from .data import demo_datasets, image_folder_datasets
+from .build import apply_model_transforms, build_model, build_optimizer, build_scheduler, check_model_name, \
+    init_distributed, load_teacher, schedule_part
+from .checkpoint import atomic_write_png, atomic_write_text, latest_checkpoint, resumable_checkpoints, rng_state, \
+    save_checkpoint, save_weights, set_rng_state, state_dict_for_save
+from .data import ResumableSampler, SeededDataset, demo_datasets, image_folder_datasets
 from .parts import compose, parts_from_config
 from .recipe import Recipe, per_device_batch
 from .tricks.augmentations import build_eval_transform, build_train_transform
@@ -39,32 +41,48 @@ from .tricks.schedules import lr_sequence
 
 __all__ = ["train", "evaluate"]
 
-METRIC_FIELDS = ["epoch", "train_loss", "lr", "val_loss", "top1", "top5", "ema_top1", "images_per_s", "epoch_s"]
+METRIC_FIELDS = ["epoch", "train_loss", "lr", "val_loss", "top1", "top5", "ema_top1", "images_per_s", "epoch_s",
+                 "skipped_steps"]
 
 
 def train(recipe: Recipe, *, data_dir: str | None, output: str | Path, device: str | None = None,
           resume: str | Path | None = None, demo: bool = False, teacher: str | None = None,
-          progress: bool = True) -> Path:
-    """Train ``recipe``; returns the run folder (the same on every process)."""
+          progress: bool = True, recovery_interval: int = 0, scan_data: bool = True,
+          skip_bad_images: bool = False, trust_pickle: bool = False) -> Path:
+    """Train ``recipe``; returns the run folder (the same on every process).
+
+    ``recovery_interval`` > 0 also saves a resumable checkpoint every that many optimizer steps (timm's
+    ``--recovery-interval``); a run always saves one at the end of each epoch and when it gets SIGTERM or
+    SIGINT. ``resume`` continues a run folder from its newest good checkpoint, mid-epoch included, to the
+    same weights as a run that was never stopped. ``scan_data`` decodes every image first (a bad one stops
+    the run before it starts, or with ``skip_bad_images`` is left out and counted); ``trust_pickle`` lets the
+    distillation teacher load from a pickled (non-safetensors) file.
+    """
     cfg = recipe.data
     env = init_distributed(device)
     dev = env.device
     seed = cfg["train"]["seed"]
     random.seed(seed + env.rank), np.random.seed(seed + env.rank), torch.manual_seed(seed + env.rank)
+    check_model_name(cfg["model"]["name"])
 
     # ---- the recipe's tricks, composed into the pipeline's parts
     pipeline = compose(parts_from_config(cfg["tricks"]))
     runtime = pipeline.runtime
 
-    # ---- data: ImageFolder splits (timm's ImageDataset) or the embedded demo digits
+    # ---- data: ImageFolder splits (scanned for bad images first) or the embedded demo digits
     data_cfg = cfg["data"]
+    bad_images: list = []
     if demo:
         train_set, val_set = demo_datasets(seed=seed)
     else:
         if not data_dir:
             raise SystemExit("--data-dir is required (an ImageFolder tree with train/ and val/), or use --demo")
-        train_set, val_set = image_folder_datasets(data_dir, data_cfg["train_split"], data_cfg["val_split"],
-                                                   data_cfg["subset_per_class"])
+        train_set, val_set, bad_images = image_folder_datasets(
+            data_dir, data_cfg["train_split"], data_cfg["val_split"], data_cfg["subset_per_class"],
+            scan=scan_data, skip_bad=skip_bad_images, progress=progress and env.is_main)
+        if bad_images:
+            _say(env, f"data: left out {len(bad_images)} unreadable image(s) (--skip-bad-images); "
+                      "they are listed in the run folder's bad_images.txt")
     classes = list(train_set.classes)
     num_classes = len(classes)
     train_set.transform = build_train_transform(
@@ -74,11 +92,12 @@ def train(recipe: Recipe, *, data_dir: str | None, output: str | Path, device: s
         input_size=data_cfg["input_size"], mean=data_cfg["mean"], std=data_cfg["std"],
         crop_pct=data_cfg["eval_crop_pct"], interpolation=data_cfg["interpolation"])
     batch_size = per_device_batch(recipe, env.world_size)
-    sampler = DistributedSampler(train_set, num_replicas=env.world_size, rank=env.rank, shuffle=True,
-                                 seed=seed, drop_last=True)
+    # each sample's augmentation is seeded from (seed, epoch, index): identical after a resume, any workers
+    sampler = ResumableSampler(train_set, num_replicas=env.world_size, rank=env.rank, seed=seed)
     loader_args = dict(num_workers=data_cfg["workers"], pin_memory=dev.type == "cuda",
                        persistent_workers=data_cfg["workers"] > 0)
-    train_loader = DataLoader(train_set, batch_size=batch_size, sampler=sampler, drop_last=True, **loader_args)
+    train_loader = DataLoader(SeededDataset(train_set), batch_size=batch_size, sampler=sampler, drop_last=True,
+                              generator=torch.Generator().manual_seed(seed), **loader_args)
     val_loader = DataLoader(Subset(val_set, range(env.rank, len(val_set), env.world_size)),
                             batch_size=batch_size, shuffle=False, **loader_args)
     steps_per_epoch = len(train_loader)
@@ -92,7 +111,8 @@ def train(recipe: Recipe, *, data_dir: str | None, output: str | Path, device: s
     ema = make_ema(getattr(model, "_orig_mod", model), runtime, dev)
     teacher_model = None
     if pipeline.distillation is not None:
-        teacher_model = load_teacher(teacher or pipeline.distillation.teacher, num_classes, dev)
+        teacher_model = load_teacher(teacher or pipeline.distillation.teacher, num_classes, dev,
+                                     trust_pickle=trust_pickle)
         teacher_model = prepare_model(teacher_model, {k: v for k, v in runtime.items() if k == "channels_last"})
     lr, epochs = recipe.lr, cfg["train"]["epochs"]
     optimizer = build_optimizer(getattr(model, "_orig_mod", model), pipeline, lr, cfg["train"]["weight_decay"])
@@ -104,12 +124,17 @@ def train(recipe: Recipe, *, data_dir: str | None, output: str | Path, device: s
     if env.distributed:
         model = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
 
-    # ---- run folder (and resume)
+    # ---- run folder (and resume from its newest good checkpoint)
     run_dir = _run_dir(recipe, output, resume, env)
     ckpt_dir = run_dir / "checkpoints"
-    start_epoch, num_updates, best_top1 = 0, 0, -1.0
+    keep = cfg["train"]["keep_checkpoints"]
+    start_epoch, start_step, num_updates, best_top1, skipped_steps = 0, 0, 0, -1.0, 0
+    totals = (0.0, 0, 0.0)  # this epoch so far: loss sum, images seen, seconds
     if resume:
-        weights, state = load_checkpoint(ckpt_dir, "last")
+        tag, weights, state = latest_checkpoint(ckpt_dir, warn=lambda m: _say(env, m))
+        if state.get("recipe_sha256") != recipe.sha256:
+            raise SystemExit(f"--resume {run_dir}: checkpoint {tag} was made by another recipe "
+                             f"({str(state.get('recipe_sha256'))[:16]}), not {recipe.sha256[:16]}")
         _unwrap(model).load_state_dict(weights)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -118,83 +143,128 @@ def train(recipe: Recipe, *, data_dir: str | None, output: str | Path, device: s
             ema.load_state_dict(state["ema"])
         if early_stop is not None and state.get("early_stopping"):
             early_stop.load_state_dict(state["early_stopping"])
-        set_rng_state(state["rng"][env.rank] if isinstance(state["rng"], list) else state["rng"])
-        start_epoch, num_updates, best_top1 = state["epoch"] + 1, state["num_updates"], state["best_top1"]
-        _say(env, f"resuming {run_dir} at epoch {start_epoch}")
+        set_rng_state(state["rng"][env.rank])
+        num_updates, best_top1, skipped_steps = state["num_updates"], state["best_top1"], state["skipped_steps"]
+        if state["epoch_done"]:
+            start_epoch = state["epoch"] + 1
+        else:
+            start_epoch, start_step, totals = state["epoch"], state["step"], tuple(state["totals"][env.rank])
+        _say(env, f"resuming {run_dir} from checkpoint {tag}: epoch {start_epoch + 1}, step {start_step + 1}")
     elif env.is_main:
         atomic_write_text(run_dir / "recipe.yaml", recipe.to_yaml())
         atomic_write_text(run_dir / "recipe.sha256", recipe.sha256 + "\n")
+        if bad_images:
+            atomic_write_text(run_dir / "bad_images.txt", "".join(f"{p}\t{why}\n" for p, why in bad_images))
     _say(env, f"recipe {recipe.name}@{recipe.version} sha256={recipe.sha256[:16]} | {env.world_size} process(es), "
               f"batch {cfg['train']['global_batch_size']} = {env.world_size} x {batch_size}, lr {lr:g} | "
               f"{num_classes} classes, {len(train_set)} train / {len(val_set)} val images | run folder {run_dir}")
 
-    # ---- epochs: train, evaluate, save
-    scheduler.step_update(num_updates)
-    for epoch in range(start_epoch, epochs):
-        sampler.set_epoch(epoch)
-        model.train()
-        started, seen, loss_sum = time.perf_counter(), 0, torch.zeros((), device=dev)
-        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{epochs}", disable=not (progress and env.is_main),
-                   dynamic_ncols=True, leave=False)
-        for step, (images, labels) in enumerate(bar):
-            images, labels = images.to(dev, non_blocking=True), labels.to(dev, non_blocking=True)
-            images, targets = mix(images, labels)  # one-hot, mixup/cutmix/RICAP, label smoothing
-            images = prepare_input(images, runtime)
-            with autocast(runtime, dev.type):
-                logits = model(images)
-                teacher_logits = None
-                if teacher_model is not None:
-                    with torch.inference_mode():  # the teacher sees the same (mixed) batch
-                        teacher_logits = teacher_model(images).clone()
-                loss = criterion(logits.float(), targets,
-                                 teacher_logits.float() if teacher_logits is not None else None)
-            if not torch.isfinite(loss):
-                raise SystemExit(f"loss is {loss.item()} at epoch {epoch + 1}, step {step + 1}; the last good "
-                                 f"checkpoint is {ckpt_dir / 'last.safetensors'}")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if cfg["train"]["grad_clip"]:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["train"]["grad_clip"])
-            scaler.step(optimizer)
-            scaler.update()
-            num_updates += 1
-            scheduler.step_update(num_updates)
-            if ema is not None:
-                ema.update(_unwrap(model), step=num_updates)
-            loss_sum += loss.detach() * images.shape[0]
-            seen += images.shape[0]
-            if env.is_main and step % cfg["train"]["log_every"] == 0:
-                rate = seen * env.world_size / (time.perf_counter() - started)
-                bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{optimizer.param_groups[0]['lr']:.3g}",
-                                img_s=f"{rate:.0f}")
-        epoch_s = time.perf_counter() - started
-        train_loss = _mean_over_processes(loss_sum, seen, env)
-
-        val = evaluate(model, val_loader, dev, runtime, env)
-        ema_top1 = evaluate(ema.module, val_loader, dev, runtime, env)["top1"] if ema is not None else None
-        row = {"epoch": epoch + 1, "train_loss": train_loss, "lr": optimizer.param_groups[0]["lr"],
-               "val_loss": val["loss"], "top1": val["top1"], "top5": val["top5"], "ema_top1": ema_top1,
-               "images_per_s": seen * env.world_size / epoch_s, "epoch_s": epoch_s}
-        stop = early_stop is not None and early_stop.step(row[early_stop.metric])
+    def save(epoch: int, step: int, epoch_done: bool, loss_sum: torch.Tensor, seen: int, elapsed: float) -> Path:
+        """A resumable checkpoint: every process's RNGs and epoch totals, gathered on the main process."""
         rngs = _gather(rng_state(), env)
+        epoch_totals = _gather((loss_sum.item(), seen, elapsed), env)
+        path = ckpt_dir / f"step-{num_updates:08d}.json"
         if env.is_main:
-            _append_metrics(run_dir / "metrics.csv", row)
-            state = {"epoch": epoch, "num_updates": num_updates, "best_top1": max(best_top1, val["top1"]),
+            state = {"epoch": epoch, "step": step, "epoch_done": epoch_done, "num_updates": num_updates,
+                     "best_top1": best_top1, "skipped_steps": skipped_steps, "totals": epoch_totals,
                      "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                      "scaler": scaler.state_dict(), "ema": ema.state_dict() if ema is not None else None,
                      "early_stopping": early_stop.state_dict() if early_stop is not None else None,
                      "rng": rngs, "recipe_sha256": recipe.sha256}
-            save_checkpoint(ckpt_dir, "last", model, state)
-            if val["top1"] > best_top1:
-                save_checkpoint(ckpt_dir, "best", model, {"epoch": epoch, "top1": val["top1"]})
-            _plot(run_dir, recipe, pipeline, steps_per_epoch)
-            tqdm.write(f"epoch {epoch + 1}/{epochs}: loss {train_loss:.4f}  top1 {val['top1']:.2f}  "
-                       f"top5 {val['top5']:.2f}  {row['images_per_s']:.0f} img/s  ({epoch_s:.0f} s)")
-        best_top1 = max(best_top1, val["top1"])
-        if stop:
-            _say(env, f"early stopping after epoch {epoch + 1}: no improvement of {early_stop.metric}")
-            break
+            path = _write_or_exit(save_checkpoint, ckpt_dir, path.stem, model, state, keep=keep)
+        return path
+
+    # ---- epochs: train, evaluate, save
+    stopper = _SignalStop()
+    scheduler.step_update(num_updates)
+    try:
+        for epoch in range(start_epoch, epochs):
+            sampler.set_epoch(epoch)
+            first_step = start_step if epoch == start_epoch else 0
+            sampler.start_at(first_step * batch_size)
+            model.train()
+            loss_sum, seen, elapsed = ((torch.tensor(totals[0], device=dev, dtype=torch.float64), totals[1],
+                                        totals[2]) if first_step else (torch.zeros((), device=dev, dtype=torch.float64), 0, 0.0))
+            started = time.perf_counter() - elapsed
+            bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{epochs}", disable=not (progress and env.is_main),
+                       dynamic_ncols=True, leave=False, total=steps_per_epoch, initial=first_step)
+            for step, (images, labels) in enumerate(bar, start=first_step):
+                images, labels = images.to(dev, non_blocking=True), labels.to(dev, non_blocking=True)
+                images, targets = mix(images, labels)  # one-hot, mixup/cutmix/RICAP, label smoothing
+                images = prepare_input(images, runtime)
+                with autocast(runtime, dev.type):
+                    logits = model(images)
+                    teacher_logits = None
+                    if teacher_model is not None:
+                        with torch.inference_mode():  # the teacher sees the same (mixed) batch
+                            teacher_logits = teacher_model(images).clone()
+                    loss = criterion(logits.float(), targets,
+                                     teacher_logits.float() if teacher_logits is not None else None)
+                nonfinite, stop_now = _flags(~torch.isfinite(loss.detach()), stopper.requested, env)
+                if nonfinite and not scaler.is_enabled():
+                    good = resumable_checkpoints(ckpt_dir)
+                    raise SystemExit(
+                        f"loss is {loss.item()} at epoch {epoch + 1}, step {step + 1} (update {num_updates + 1}); "
+                        f"stopped. The last good checkpoint is "
+                        f"{ckpt_dir / (good[-1] + '.json') if good else 'none (no checkpoint was saved yet)'}: "
+                        "continue from it with --resume RUN_DIR, or lower the LR / set train.grad_clip")
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if cfg["train"]["grad_clip"]:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["train"]["grad_clip"])
+                scale_before = scaler.get_scale() if scaler.is_enabled() else None
+                scaler.step(optimizer)
+                scaler.update()
+                if scale_before is not None and scaler.get_scale() < scale_before:
+                    skipped_steps += 1  # fp16: the grad scaler saw inf/NaN gradients and skipped this step
+                num_updates += 1
+                scheduler.step_update(num_updates)
+                if ema is not None:
+                    ema.update(_unwrap(model), step=num_updates)
+                if not nonfinite:
+                    loss_sum += loss.detach() * images.shape[0]
+                seen += images.shape[0]
+                if env.is_main and step % cfg["train"]["log_every"] == 0:
+                    rate = seen * env.world_size / (time.perf_counter() - started)
+                    bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{optimizer.param_groups[0]['lr']:.3g}",
+                                    img_s=f"{rate:.0f}")
+                if stop_now or (recovery_interval and num_updates % recovery_interval == 0):
+                    path = save(epoch, step + 1, False, loss_sum, seen, time.perf_counter() - started)
+                    if stop_now:
+                        bar.close()
+                        _say(env, f"{stopper.name}: saved {path}; continue with --resume {run_dir}")
+                        raise SystemExit(128 + stopper.signum)
+            epoch_s = time.perf_counter() - started
+            train_loss = _mean_over_processes(loss_sum, seen, env)
+
+            val = evaluate(model, val_loader, dev, runtime, env)
+            ema_top1 = evaluate(ema.module, val_loader, dev, runtime, env)["top1"] if ema is not None else None
+            row = {"epoch": epoch + 1, "train_loss": train_loss, "lr": optimizer.param_groups[0]["lr"],
+                   "val_loss": val["loss"], "top1": val["top1"], "top5": val["top5"], "ema_top1": ema_top1,
+                   "images_per_s": seen * env.world_size / epoch_s, "epoch_s": epoch_s,
+                   "skipped_steps": skipped_steps}
+            stop = early_stop is not None and early_stop.step(row[early_stop.metric])
+            improved = val["top1"] > best_top1
+            best_top1 = max(best_top1, val["top1"])
+            if env.is_main:
+                _append_metrics(run_dir / "metrics.csv", row)
+                meta = {"epoch": epoch + 1, "top1": val["top1"], "top5": val["top5"], "recipe_sha256": recipe.sha256}
+                _write_or_exit(save_weights, ckpt_dir / "last.safetensors", model, meta)
+                if improved:
+                    _write_or_exit(save_weights, ckpt_dir / "best.safetensors", model, meta)
+                _plot(run_dir, recipe, pipeline, steps_per_epoch)
+                tqdm.write(f"epoch {epoch + 1}/{epochs}: loss {train_loss:.4f}  top1 {val['top1']:.2f}  "
+                           f"top5 {val['top5']:.2f}  {row['images_per_s']:.0f} img/s  ({epoch_s:.0f} s)")
+            path = save(epoch, steps_per_epoch, True, loss_sum, seen, epoch_s)
+            if _flags(torch.zeros((), device=dev), stopper.requested, env)[1]:  # a signal during evaluation
+                _say(env, f"{stopper.name}: saved {path}; continue with --resume {run_dir}")
+                raise SystemExit(128 + stopper.signum)
+            if stop:
+                _say(env, f"early stopping after epoch {epoch + 1}: no improvement of {early_stop.metric}")
+                break
+    finally:
+        stopper.restore()
 
     # ---- summary: every process checks it holds the same weights
     checksums = _gather(_checksum(_unwrap(model)), env)
@@ -207,6 +277,7 @@ def train(recipe: Recipe, *, data_dir: str | None, output: str | Path, device: s
             "final": rows[-1] if rows else None, "world_size": env.world_size,
             "global_batch_size": cfg["train"]["global_batch_size"], "per_device_batch_size": batch_size,
             "lr": lr, "device": str(dev), "demo": demo, "rank_checksums": checksums,
+            "skipped_steps": skipped_steps, "bad_images_left_out": len(bad_images),
             "versions": {"timm-tricks": __version__, "torch": torch.__version__, "timm": _timm_version(),
                          "python": platform.python_version()},
         }
@@ -278,11 +349,56 @@ def _checksum(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
+class _SignalStop:
+    """SIGTERM / SIGINT set a flag; the loop saves a checkpoint at the end of the current step and exits."""
+
+    def __init__(self) -> None:
+        self.signum, self.name, self._old = 0, "", {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._old[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:  # a second signal: stop now, without waiting for the checkpoint
+            self.restore()
+            raise KeyboardInterrupt
+        self.signum, self.name = signum, signal.Signals(signum).name
+        tqdm.write(f"{self.name}: saving a checkpoint after this step, then stopping (again to stop at once)")
+
+    @property
+    def requested(self) -> bool:
+        return self.signum != 0
+
+    def restore(self) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
+def _flags(nonfinite: torch.Tensor, stop: bool, env: Any) -> tuple[bool, bool]:
+    """(non-finite loss, stop requested) agreed by every process, so that all of them stop at the same step."""
+    if not env.distributed:
+        return bool(nonfinite), stop
+    both = torch.stack([nonfinite.float(), torch.tensor(float(stop), device=nonfinite.device)])
+    dist.all_reduce(both, op=dist.ReduceOp.MAX)
+    return bool(both[0]), bool(both[1])
+
+
+def _write_or_exit(write: Any, *args: Any, **kwargs: Any) -> Any:
+    """A checkpoint write; a full disk or another OS error stops the run with a message (the previous
+    checkpoint is intact: every file is written to a temporary file and renamed)."""
+    try:
+        return write(*args, **kwargs)
+    except OSError as err:
+        raise SystemExit(f"cannot write a checkpoint to {args[0]}: {err.strerror or err}; the previous checkpoint "
+                         "is intact. Free space and continue with --resume RUN_DIR") from None
+
+
 def _run_dir(recipe: Recipe, output: str | Path, resume: str | Path | None, env: Any) -> Path:
     if resume:
         run_dir = Path(resume)
-        if not (run_dir / "checkpoints" / "last.safetensors").is_file():
-            raise SystemExit(f"--resume {run_dir}: no checkpoints/last.safetensors there")
+        if not resumable_checkpoints(run_dir / "checkpoints"):
+            raise SystemExit(f"--resume {run_dir}: no checkpoint there (checkpoints/step-*.json); the run stopped "
+                             "before its first save")
         return run_dir
     stamp = time.strftime("%Y%m%d-%H%M%S")
     name = [f"{recipe.name}-v{recipe.version}-{stamp}"]
