@@ -39,7 +39,7 @@ from .tricks.losses import make_criterion
 from .tricks.mixing import batch_transform
 from .tricks.schedules import lr_sequence
 
-__all__ = ["train", "evaluate"]
+__all__ = ["train", "evaluate", "forward_loss", "backward_update"]
 
 METRIC_FIELDS = ["epoch", "train_loss", "lr", "val_loss", "top1", "top5", "ema_top1", "images_per_s", "epoch_s",
                  "skipped_steps"]
@@ -166,7 +166,7 @@ def train(recipe: Recipe, *, data_dir: str | None, output: str | Path, device: s
         path = ckpt_dir / f"step-{num_updates:08d}.json"
         if env.is_main:
             state = {"epoch": epoch, "step": step, "epoch_done": epoch_done, "num_updates": num_updates,
-                     "best_top1": best_top1, "skipped_steps": skipped_steps, "totals": epoch_totals,
+                     "best_top1": best_top1, "skipped_steps": int(skipped_steps), "totals": epoch_totals,
                      "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                      "scaler": scaler.state_dict(), "ema": ema.state_dict() if ema is not None else None,
                      "early_stopping": early_stop.state_dict() if early_stop is not None else None,
@@ -174,7 +174,24 @@ def train(recipe: Recipe, *, data_dir: str | None, output: str | Path, device: s
             path = _write_or_exit(save_checkpoint, ckpt_dir, path.stem, model, state, keep=keep)
         return path
 
+    def check() -> bool:
+        """Every process agrees at the same step: a non-finite loss since the last check stops the run (naming
+        its step and the last good checkpoint); a signal asks to stop (True) after a checkpoint."""
+        bad_at, stop = _flags(nonfinite_at, stopper.requested, env)
+        if bad_at >= 0:
+            good = resumable_checkpoints(ckpt_dir)
+            raise SystemExit(
+                f"loss is {nonfinite_loss.item() if nonfinite_at >= 0 else 'not finite'} at epoch "
+                f"{(bad_at - 1) // steps_per_epoch + 1}, step {(bad_at - 1) % steps_per_epoch + 1} (update {bad_at}); "
+                f"stopped. The last good checkpoint is "
+                f"{ckpt_dir / (good[-1] + '.json') if good else 'none (no checkpoint was saved yet)'}: continue from "
+                "it with --resume RUN_DIR, or lower the LR / set train.grad_clip")
+        return stop
+
     # ---- epochs: train, evaluate, save
+    nonfinite_at = torch.tensor(-1, device=dev)  # the update whose loss was first NaN/Inf (-1: none)
+    nonfinite_loss = torch.tensor(0.0, device=dev)
+    skipped_steps = torch.tensor(skipped_steps, device=dev)  # fp16 steps the grad scaler skipped
     stopper = _SignalStop()
     scheduler.step_update(num_updates)
     try:
@@ -190,47 +207,30 @@ def train(recipe: Recipe, *, data_dir: str | None, output: str | Path, device: s
                        dynamic_ncols=True, leave=False, total=steps_per_epoch, initial=first_step)
             for step, (images, labels) in enumerate(bar, start=first_step):
                 images, labels = images.to(dev, non_blocking=True), labels.to(dev, non_blocking=True)
-                images, targets = mix(images, labels)  # one-hot, mixup/cutmix/RICAP, label smoothing
-                images = prepare_input(images, runtime)
-                with autocast(runtime, dev.type):
-                    logits = model(images)
-                    teacher_logits = None
-                    if teacher_model is not None:
-                        with torch.inference_mode():  # the teacher sees the same (mixed) batch
-                            teacher_logits = teacher_model(images).clone()
-                    loss = criterion(logits.float(), targets,
-                                     teacher_logits.float() if teacher_logits is not None else None)
-                nonfinite, stop_now = _flags(~torch.isfinite(loss.detach()), stopper.requested, env)
-                if nonfinite and not scaler.is_enabled():
-                    good = resumable_checkpoints(ckpt_dir)
-                    raise SystemExit(
-                        f"loss is {loss.item()} at epoch {epoch + 1}, step {step + 1} (update {num_updates + 1}); "
-                        f"stopped. The last good checkpoint is "
-                        f"{ckpt_dir / (good[-1] + '.json') if good else 'none (no checkpoint was saved yet)'}: "
-                        "continue from it with --resume RUN_DIR, or lower the LR / set train.grad_clip")
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if cfg["train"]["grad_clip"]:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["train"]["grad_clip"])
-                scale_before = scaler.get_scale() if scaler.is_enabled() else None
-                scaler.step(optimizer)
-                scaler.update()
-                if scale_before is not None and scaler.get_scale() < scale_before:
-                    skipped_steps += 1  # fp16: the grad scaler saw inf/NaN gradients and skipped this step
+                loss = forward_loss(model, images, labels, mix=mix, criterion=criterion, runtime=runtime,
+                                    device_type=dev.type, teacher_model=teacher_model)
+                finite = torch.isfinite(loss.detach())
+                if not scaler.is_enabled():  # note the first non-finite loss; checked below without a sync per step
+                    first = ~finite & (nonfinite_at < 0)
+                    nonfinite_at = torch.where(first, num_updates + 1, nonfinite_at)
+                    nonfinite_loss = torch.where(first, loss.detach().float(), nonfinite_loss)
+                skipped_steps += backward_update(loss, model=model, optimizer=optimizer, scaler=scaler,
+                                                 grad_clip=cfg["train"]["grad_clip"])
                 num_updates += 1
                 scheduler.step_update(num_updates)
                 if ema is not None:
                     ema.update(_unwrap(model), step=num_updates)
-                if not nonfinite:
-                    loss_sum += loss.detach() * images.shape[0]
+                loss_sum += torch.where(finite, loss.detach().double() * images.shape[0], 0.0)
                 seen += images.shape[0]
-                if env.is_main and step % cfg["train"]["log_every"] == 0:
-                    rate = seen * env.world_size / (time.perf_counter() - started)
-                    bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{optimizer.param_groups[0]['lr']:.3g}",
-                                    img_s=f"{rate:.0f}")
-                if stop_now or (recovery_interval and num_updates % recovery_interval == 0):
-                    path = save(epoch, step + 1, False, loss_sum, seen, time.perf_counter() - started)
+                save_now = recovery_interval > 0 and num_updates % recovery_interval == 0
+                if step % cfg["train"]["log_every"] == 0 or save_now or step + 1 == steps_per_epoch:
+                    stop_now = check()  # a non-finite loss stops the run here; a signal stops it after the save
+                    if env.is_main and step % cfg["train"]["log_every"] == 0:
+                        rate = seen * env.world_size / (time.perf_counter() - started)
+                        bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{optimizer.param_groups[0]['lr']:.3g}",
+                                        img_s=f"{rate:.0f}")
+                    if stop_now or save_now:
+                        path = save(epoch, step + 1, False, loss_sum, seen, time.perf_counter() - started)
                     if stop_now:
                         bar.close()
                         _say(env, f"{stopper.name}: saved {path}; continue with --resume {run_dir}")
@@ -243,7 +243,7 @@ def train(recipe: Recipe, *, data_dir: str | None, output: str | Path, device: s
             row = {"epoch": epoch + 1, "train_loss": train_loss, "lr": optimizer.param_groups[0]["lr"],
                    "val_loss": val["loss"], "top1": val["top1"], "top5": val["top5"], "ema_top1": ema_top1,
                    "images_per_s": seen * env.world_size / epoch_s, "epoch_s": epoch_s,
-                   "skipped_steps": skipped_steps}
+                   "skipped_steps": int(skipped_steps)}
             stop = early_stop is not None and early_stop.step(row[early_stop.metric])
             improved = val["top1"] > best_top1
             best_top1 = max(best_top1, val["top1"])
@@ -257,7 +257,7 @@ def train(recipe: Recipe, *, data_dir: str | None, output: str | Path, device: s
                 tqdm.write(f"epoch {epoch + 1}/{epochs}: loss {train_loss:.4f}  top1 {val['top1']:.2f}  "
                            f"top5 {val['top5']:.2f}  {row['images_per_s']:.0f} img/s  ({epoch_s:.0f} s)")
             path = save(epoch, steps_per_epoch, True, loss_sum, seen, epoch_s)
-            if _flags(torch.zeros((), device=dev), stopper.requested, env)[1]:  # a signal during evaluation
+            if _flags(torch.tensor(-1, device=dev), stopper.requested, env)[1]:  # a signal during evaluation
                 _say(env, f"{stopper.name}: saved {path}; continue with --resume {run_dir}")
                 raise SystemExit(128 + stopper.signum)
             if stop:
@@ -277,7 +277,7 @@ def train(recipe: Recipe, *, data_dir: str | None, output: str | Path, device: s
             "final": rows[-1] if rows else None, "world_size": env.world_size,
             "global_batch_size": cfg["train"]["global_batch_size"], "per_device_batch_size": batch_size,
             "lr": lr, "device": str(dev), "demo": demo, "rank_checksums": checksums,
-            "skipped_steps": skipped_steps, "bad_images_left_out": len(bad_images),
+            "skipped_steps": int(skipped_steps), "bad_images_left_out": len(bad_images),
             "versions": {"timm-tricks": __version__, "torch": torch.__version__, "timm": _timm_version(),
                          "python": platform.python_version()},
         }
@@ -374,13 +374,50 @@ class _SignalStop:
             signal.signal(sig, handler)
 
 
-def _flags(nonfinite: torch.Tensor, stop: bool, env: Any) -> tuple[bool, bool]:
-    """(non-finite loss, stop requested) agreed by every process, so that all of them stop at the same step."""
+def _flags(nonfinite_at: torch.Tensor, stop: bool, env: Any) -> tuple[int, bool]:
+    """(first update with a non-finite loss or -1, stop requested), agreed by every process so that all of them
+    stop at the same step."""
     if not env.distributed:
-        return bool(nonfinite), stop
-    both = torch.stack([nonfinite.float(), torch.tensor(float(stop), device=nonfinite.device)])
+        return int(nonfinite_at), stop
+    both = torch.stack([nonfinite_at.double(), torch.tensor(float(stop), device=nonfinite_at.device,
+                                                            dtype=torch.float64)])
     dist.all_reduce(both, op=dist.ReduceOp.MAX)
-    return bool(both[0]), bool(both[1])
+    return int(both[0]), bool(both[1])
+
+
+def forward_loss(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, *, mix: Any, criterion: Any,
+                 runtime: dict, device_type: str, teacher_model: torch.nn.Module | None = None) -> torch.Tensor:
+    """One step's loss: batch mixing and label smoothing (one-hot targets; mixup/cutmix/RICAP, section 5.4),
+    the input layout, then the forward pass under the recipe's autocast; the distillation teacher (section
+    5.3) sees the same mixed batch in inference mode."""
+    images, targets = mix(images, labels)
+    images = prepare_input(images, runtime)
+    with autocast(runtime, device_type):
+        logits = model(images)
+        teacher_logits = None
+        if teacher_model is not None:
+            with torch.inference_mode():
+                teacher_logits = teacher_model(images).clone()
+        return criterion(logits.float(), targets, teacher_logits.float() if teacher_logits is not None else None)
+
+
+def backward_update(loss: torch.Tensor, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    scaler: torch.amp.GradScaler, grad_clip: float | None = None) -> torch.Tensor:
+    """Backward and optimizer step through the grad scaler (a no-op unless fp16), with optional gradient
+    clipping. Returns 1 when fp16's scaler skipped the step for inf/NaN gradients, else 0, as a tensor on the
+    loss's device (no host sync)."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if grad_clip:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    if not scaler.is_enabled():
+        scaler.step(optimizer)
+        return torch.zeros((), dtype=torch.long, device=loss.device)
+    before = scaler._scale.clone()  # the scale only falls when the step was skipped
+    scaler.step(optimizer)
+    scaler.update()
+    return (scaler._scale < before).long().reshape(())
 
 
 def _write_or_exit(write: Any, *args: Any, **kwargs: Any) -> Any:
