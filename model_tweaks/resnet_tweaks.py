@@ -23,13 +23,14 @@ paper's baseline) unless ``zero_init_last=True`` is passed.
 """
 from __future__ import annotations
 
+import os
 from typing import Any, Callable, Dict
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 
-__all__ = ["BottleneckA", "VARIANTS", "DEPTHS", "TIMM_EQUIVALENT", "variant_args"]
+__all__ = ["BottleneckA", "VARIANTS", "DEPTHS", "TIMM_EQUIVALENT", "variant_args", "HUB_ORG_ENV", "tricks_hub_id"]
 
 DEPTHS: Dict[int, tuple[int, int, int, int]] = {
     18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3),
@@ -89,9 +90,26 @@ def _cfg(**kwargs: Any) -> Dict[str, Any]:
 
 
 def _timm_name(depth: int, variant: str) -> str | None:
-    if variant == "a" and depth >= 50:
+    """timm's own name for the same network, or None where timm registers none (A at 50+, C at 18 and 34)."""
+    if (variant == "a" and depth >= 50) or (variant == "c" and depth < 50):
         return None
     return f"resnet{depth}" + {"a": "", "b": "", "c": "c", "d": "d"}[variant]
+
+
+#: Environment variable naming the Hub organisation (or user) that hosts weights trained with our recipes.
+HUB_ORG_ENV = "TIMM_TRICKS_HUB_ORG"
+
+
+def tricks_hub_id(model_name: str, org: str | None = None) -> str | None:
+    """The Hub repo of the ``tricks_in1k`` weights of ``model_name``: ``<org>/<model_name>.tricks_in1k``.
+
+    ``org`` defaults to ``$TIMM_TRICKS_HUB_ORG``; it is read when ``model_tweaks`` is imported, so set it before
+    (``TIMM_TRICKS_HUB_ORG=my-lab`` makes ``resnet50_v1d.tricks_in1k`` load ``my-lab/resnet50_v1d.tricks_in1k``,
+    a repo that ``tricks push`` filled). None when no organisation is set: the tag then names no weights and
+    timm refuses ``pretrained=True`` for it.
+    """
+    org = (org if org is not None else os.environ.get(HUB_ORG_ENV, "")).strip().strip("/")
+    return f"{org}/{model_name}.tricks_in1k" if org else None
 
 
 def _default_cfgs() -> Dict[str, Any]:
@@ -100,7 +118,8 @@ def _default_cfgs() -> Dict[str, Any]:
         for variant in VARIANTS:
             name = f"resnet{depth}_v1{variant}"
             first_conv = "conv1.0" if variant in ("c", "d") else "conv1"
-            cfgs[f"{name}.tricks_in1k"] = _cfg(first_conv=first_conv)
+            # Weights trained with our recipes (ImageNet-1k), hosted where $TIMM_TRICKS_HUB_ORG says.
+            cfgs[f"{name}.tricks_in1k"] = _cfg(first_conv=first_conv, hf_hub_id=tricks_hub_id(name))
             if depth in _GLUON_DEPTHS.get(variant, ()):
                 # The GluonCV weights of the paper's authors, as timm hosts them (same parameter names).
                 cfgs[f"{name}.gluon_in1k"] = _cfg(

@@ -21,12 +21,13 @@ from .registry import build_trick
 from .tricks.optimizers import decay_all_params
 
 __all__ = ["DistInfo", "init_distributed", "build_model", "check_model_name", "apply_model_transforms", "build_optimizer",
-           "build_scheduler", "schedule_part", "load_teacher", "TeacherUnavailable", "TEACHER_FORMS"]
+           "build_scheduler", "schedule_part", "load_teacher", "TeacherUnavailable", "TEACHER_FORMS",
+           "run_weights_file"]
 
 TEACHER_FORMS = (
     "a timm name with a pretrained tag (resnet152_v1d.gluon_in1k; needs the Hub or its cache), "
-    "hf-hub:org/name, local-dir:/path/to/exported/folder, a tricks-train run folder, "
-    "or ARCH@/path/to/weights.safetensors")
+    "hf-hub:org/name[@revision], local-dir:/path/to/exported/folder, a tricks-train run folder, "
+    "or ARCH@/path/to/weights.safetensors (pickle weights, .pth/.bin, only with --trust-pickle)")
 
 
 @dataclass(frozen=True)
@@ -128,35 +129,55 @@ class TeacherUnavailable(SystemExit):
     """The distillation teacher's weights cannot be had: the run stops before its first step."""
 
 
-def load_teacher(spec: str, num_classes: int, device: torch.device, *, trust_pickle: bool = False) -> nn.Module:
+def load_teacher(spec: str, num_classes: int, device: torch.device, *, trust_pickle: bool = False,
+                 revision: str | None = None) -> nn.Module:
     """Build the distillation teacher (paper section 5.3) from ``spec`` (see :data:`TEACHER_FORMS`), frozen,
-    in eval mode. Fails with :class:`TeacherUnavailable` naming the accepted forms."""
+    in eval mode. Weights from outside are read as safetensors only unless ``trust_pickle``; ``revision`` pins an
+    ``hf-hub:`` teacher whose spec names none (``hf-hub:org/name@rev`` pins it in the spec, timm's syntax). The
+    teacher must predict the data's ``num_classes`` classes (the paper's teacher and student share ImageNet's).
+    Fails with :class:`TeacherUnavailable` naming the accepted forms."""
     import timm
-    from safetensors.torch import load_file
+
+    from .hub import PICKLE_SUFFIXES, HubError, pretrained_overlay, read_weights_file
 
     def unavailable(why: str) -> TeacherUnavailable:
         return TeacherUnavailable(
             f"distillation: cannot load teacher '{spec}': {why}.\nA teacher can be {TEACHER_FORMS}. "
             f"Set it with --set tricks.distillation.teacher=..., or run with --demo, which trains its own.")
 
+    def other_classes(n: int) -> TeacherUnavailable:
+        return unavailable(f"it predicts {n} classes and the data has {num_classes}; distill from a teacher "
+                           "trained on the same classes")
+
+    if revision and spec.startswith("hf-hub:") and "@" not in spec:
+        spec = f"{spec}@{revision}"
     try:
         path = Path(spec)
-        if "@" in spec and spec.rsplit("@", 1)[1].endswith(".safetensors"):
-            arch, weights = spec.rsplit("@", 1)
-            if not Path(weights).is_file():
-                raise unavailable(f"no file {weights}")
+        arch, _, weights = spec.rpartition("@")
+        if spec.startswith(("hf-hub:", "local-dir:")):
+            teacher = timm.create_model(spec, pretrained=True,
+                                        pretrained_cfg_overlay=pretrained_overlay(spec, trust_pickle) or None)
+        elif arch and Path(weights).suffix in (".safetensors",) + PICKLE_SUFFIXES:
             teacher = timm.create_model(arch, num_classes=num_classes)
-            teacher.load_state_dict(load_file(weights))
+            teacher.load_state_dict(read_weights_file(weights, trust_pickle))
         elif path.is_dir() and (path / "recipe.yaml").is_file():
             teacher = _model_from_run(path, num_classes)
-        elif spec.startswith(("hf-hub:", "local-dir:")) or "." in spec:
-            teacher = timm.create_model(spec, pretrained=True, num_classes=num_classes)
+        elif "." in spec:
+            tagged = timm.models.get_pretrained_cfg(spec)
+            if tagged is not None and tagged.num_classes and tagged.num_classes != num_classes:  # before downloading
+                raise other_classes(tagged.num_classes)
+            teacher = timm.create_model(spec, pretrained=True,
+                                        pretrained_cfg_overlay=pretrained_overlay(spec, trust_pickle) or None)
         else:
             raise unavailable("it names no pretrained weights (give a tag, e.g. resnet152_v1d.gluon_in1k)")
     except TeacherUnavailable:
         raise
+    except HubError as err:  # a pickle file without --trust-pickle, a tag without weights
+        raise unavailable(str(err.code)) from None
     except Exception as err:  # no network, no cache, wrong shapes: all end the same way, before training
         raise unavailable(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from None
+    if getattr(teacher, "num_classes", num_classes) != num_classes:
+        raise other_classes(teacher.num_classes)
     teacher.requires_grad_(False)
     return teacher.eval().to(device)
 
@@ -172,8 +193,14 @@ def _model_from_run(run_dir: Path, num_classes: int) -> nn.Module:
     if classes != num_classes:
         raise ValueError(f"the run in {run_dir} has {classes} classes, this data set {num_classes}")
     model = build_model(recipe["model"], num_classes)
+    model.load_state_dict(load_weights(run_weights_file(run_dir)))  # checked against its manifest
+    return model
+
+
+def run_weights_file(run_dir: Path) -> Path:
+    """A ``tricks-train`` run folder's ``checkpoints/best.safetensors``, else its ``last.safetensors`` (also the
+    backbone weights of the transfer recipes)."""
     for name in ("best.safetensors", "last.safetensors"):
-        if (run_dir / "checkpoints" / name).is_file():
-            model.load_state_dict(load_weights(run_dir / "checkpoints" / name))  # checked against its manifest
-            return model
+        if (Path(run_dir) / "checkpoints" / name).is_file():
+            return Path(run_dir) / "checkpoints" / name
     raise FileNotFoundError(f"no checkpoints/best.safetensors in {run_dir}")

@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from .hub import add_hub_commands, add_train_hub_args
+
 __all__ = ["main", "train_main"]
 
 DEFAULT_OUTPUT = "runs"
@@ -45,10 +47,11 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                         "instead of stopping before training")
     p.add_argument("--no-scan", action="store_true",
                    help="do not decode every image before training (a bad image then stops the run when it is read)")
+    add_train_hub_args(p)  # --push-to-hub, --private, --revision, --trust-pickle
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .recipe import resolve
+    from .hub import check_push_args, pinned_teacher, push_after_train, resolve_recipe_arg
     from .train import train
 
     if not args.resume and not args.recipe:
@@ -62,14 +65,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         recipe = _resolve_saved(recipe_file)
         demo = bool(recipe.data.get("demo_run"))
     else:
-        recipe = resolve(args.recipe, args.overrides, demo=args.demo)
+        recipe = resolve_recipe_arg(args.recipe, args.overrides, demo=args.demo, revision=args.revision)
         demo = args.demo
-    teacher = None
+    check_push_args(args)
+    teacher = pinned_teacher(recipe, args.revision)
     if demo and "distillation" in recipe.data["tricks"]:
         teacher = str(_demo_teacher(recipe, args))
-    train(recipe, data_dir=args.data_dir, output=args.output, device=args.device, resume=args.resume, demo=demo,
-          teacher=teacher, progress=not args.no_progress, recovery_interval=args.recovery_interval,
-          scan_data=not args.no_scan, skip_bad_images=args.skip_bad_images)
+    run_dir = train(recipe, data_dir=args.data_dir, output=args.output, device=args.device, resume=args.resume,
+                    demo=demo, teacher=teacher, progress=not args.no_progress, recovery_interval=args.recovery_interval,
+                    scan_data=not args.no_scan, skip_bad_images=args.skip_bad_images,
+                    trust_pickle=args.trust_pickle)
+    push_after_train(args, run_dir)
     return 0
 
 
@@ -272,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", help="write here instead of stdout")
     q.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.set_defaults(func=cmd_recipe)
+    add_hub_commands(sub)  # export, push
     return parser
 
 
