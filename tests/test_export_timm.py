@@ -83,8 +83,9 @@ def _notes(text: str) -> list[str]:
 
 # ---------------------------------------------------------------------------------------------------------
 def test_every_published_recipe_exports_only_train_py_dests():
-    recipes = list_recipes()
-    assert recipes
+    recipes = [(name, version, path) for name, version, path in list_recipes()
+               if resolve(path).data["task"] == "classification"]  # timm's train.py trains classifiers only
+    assert len(recipes) >= 24
     for name, version, path in recipes:
         recipe = resolve(path)
         text = export_timm_args(recipe)

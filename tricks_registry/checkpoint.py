@@ -10,6 +10,7 @@ do not match it is refused, and the one before it is used; the newest K are kept
 """
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 import json
@@ -17,7 +18,7 @@ import os
 import random
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -25,7 +26,7 @@ from safetensors.torch import load_file, save
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_png", "save_checkpoint", "load_checkpoint",
            "latest_checkpoint", "resumable_checkpoints", "save_weights", "load_weights", "verify", "CheckpointError",
-           "file_sha256", "rng_state", "set_rng_state", "state_dict_for_save"]
+           "file_sha256", "rng_state", "set_rng_state", "state_dict_for_save", "append_metrics", "read_metrics"]
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -56,6 +57,25 @@ def atomic_write_png(path: str | os.PathLike, fig: Any) -> None:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
     atomic_write_bytes(path, buffer.getvalue())
+
+
+def append_metrics(path: str | os.PathLike, row: Mapping[str, Any], fields: Sequence[str]) -> None:
+    """Add (or, after a resume, replace) the row of ``row["epoch"]`` in a run's ``metrics.csv``, atomically."""
+    path = Path(path)
+    rows = read_metrics(path) if path.is_file() else []
+    rows = [r for r in rows if r["epoch"] < row["epoch"]] + [dict(row)]
+    lines = [",".join(fields)]
+    for r in rows:
+        lines.append(",".join("" if r.get(f) is None else (f"{r[f]:.6g}" if isinstance(r[f], float) else str(r[f]))
+                              for f in fields))
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The rows of a run's ``metrics.csv``: ``epoch`` as int, the rest as float (None where empty)."""
+    with open(path, newline="") as f:
+        return [{k: (int(v) if k == "epoch" else (float(v) if v not in ("", None) else None)) for k, v in r.items()}
+                for r in csv.DictReader(f)]
 
 
 def state_dict_for_save(model: torch.nn.Module) -> dict[str, torch.Tensor]:

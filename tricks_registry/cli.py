@@ -67,6 +67,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         recipe = resolve_recipe_arg(args.recipe, args.overrides, demo=args.demo, revision=args.revision)
         demo = args.demo
+    if recipe.data.get("task", "classification") != "classification":  # detection / segmentation (section 6)
+        from .transfer.train import train as train_transfer
+        if demo or args.push_to_hub:
+            raise SystemExit(f"--demo / --push-to-hub: not for {recipe.data['task']} recipes (no demo data; export "
+                             "with python -m tricks_registry.transfer.export RUN_DIR OUT_DIR)")
+        train_transfer(recipe, data_dir=args.data_dir, output=args.output, device=args.device, resume=args.resume,
+                       progress=not args.no_progress)
+        return 0
     check_push_args(args)
     teacher = pinned_teacher(recipe, args.revision)
     if demo and "distillation" in recipe.data["tricks"]:

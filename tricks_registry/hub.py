@@ -35,7 +35,6 @@ passes ``--trust-pickle`` (:func:`pretrained_overlay`, :func:`read_weights_file`
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import re
@@ -135,17 +134,10 @@ class _Run:
         return f"{self.recipe['name']}@{self.recipe['version']}"
 
 
-def _read_metrics(path: Path) -> list[dict[str, Any]]:
-    def num(value: str) -> Any:
-        return None if value in ("", None) else (int(value) if value.isdigit() else float(value))
-
-    with open(path, newline="") as f:
-        return [{k: num(v) for k, v in row.items()} for row in csv.DictReader(f)]
-
-
 def _read_run(run_dir: str | os.PathLike) -> _Run:
     import yaml
 
+    from .checkpoint import read_metrics
     from .recipe import recipe_hash
 
     folder = Path(run_dir)
@@ -160,7 +152,7 @@ def _read_run(run_dir: str | os.PathLike) -> _Run:
         raise HubError(f"{folder / 'recipe.yaml'}: no longer matches recipe.sha256 {saved[:16]} (it was edited); "
                        "export the run as it was trained")
     summary = json.loads((folder / "summary.json").read_text())
-    metrics = _read_metrics(folder / "metrics.csv")
+    metrics = read_metrics(folder / "metrics.csv")
     if not metrics:
         raise HubError(f"{folder / 'metrics.csv'}: no epoch finished; nothing to export")
     for tag in ("best", "last"):

@@ -98,8 +98,34 @@ SCHEMA: dict[str, Any] = {
     },
     "tricks": (dict, {}),
     "demo": (dict, {}),                   # overrides applied by --demo (scaled-down run on embedded data)
-    "transfer": (dict, {}),               # detection / segmentation settings (transfer recipes)
+    # -- transfer recipes only (task detection / segmentation, paper section 6); see _TRANSFER_ONLY
+    "backbone": {
+        "model": (str, REQUIRED),         # a timm name (our model_tweaks variants included), e.g. resnet50_v1d
+        "weights": (str, None),           # a tricks-train run folder, ARCH@file.safetensors, a timm tag, hf-hub:...,
+                                          # or "scratch"; None stops the run and says how to give one
+        "source": (str, ""),              # the classification recipe whose run gives these weights (a table row)
+        "trainable_stages": (int, 3),     # stages trained, counted from the top, as torchvision's trainable_layers
+        "frozen_bn": (bool, True),        # BatchNorm -> FrozenBatchNorm2d (running statistics and affine fixed)
+        "kwargs": (dict, {}),             # passed to timm.create_model(features_only=True, ...)
+    },
+    "transfer": {
+        "dataset": (str, REQUIRED),       # voc (detection) | ade20k (segmentation); splits are data.*_split
+        "train_sizes": (list, [480, 512, 544, 576, 608, 640, 672, 704, 736, 768, 800]),  # det: short sides
+        "max_size": (int, 1333),          # det: longest side cap (train and test)
+        "use_difficult": (bool, False),   # det: train on VOC 'difficult' objects too (evaluation ignores them)
+        "ap_metric": (str, "voc07"),      # det: voc07 (11-point, the paper's Table 8) | area (VOC2010+)
+        "crop_size": (int, 480),          # seg: training crop
+        "scale_range": (list, [0.5, 2.0]),  # seg: random rescale of the short side, relative to data.input_size
+        "output_stride": (int, 8),        # seg: 8 = stages 3 and 4 dilated (FCN as in the paper)
+        "aux_weight": (float, 0.5),       # seg: weight of the auxiliary FCN head on stage 3 (0 = none)
+        "head_lr_mult": (float, 1.0),     # LR multiplier of the new (non-backbone) layers
+        "eval_every": (int, 1),           # evaluate every N epochs (and after the last)
+    },
 }
+
+# Sections only transfer recipes have. A classification recipe resolves them as it did before they existed
+# (``transfer: {}``, no ``backbone``), so every published classification hash stays the same.
+_TRANSFER_ONLY: dict[str, Any] = {"backbone": None, "transfer": {}}
 
 _INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "box", "hamming", "lanczos", "random")
 _RANGES: dict[tuple[str, str], tuple[Any, str]] = {
@@ -118,6 +144,21 @@ _RANGES: dict[tuple[str, str], tuple[Any, str]] = {
     ("data", "interpolation"): (lambda v: v in _INTERPOLATIONS, "must be one of bilinear, bicubic, nearest, "
                                 "box, hamming, lanczos, random"),
     ("version",): (lambda v: v >= 1, "must be at least 1"),
+    ("task",): (lambda v: v in ("classification", "detection", "segmentation"),
+                "must be classification, detection or segmentation"),
+    ("backbone", "trainable_stages"): (lambda v: 0 <= v <= 5, "must be in 0..5 (5 trains the whole backbone)"),
+    ("transfer", "dataset"): (lambda v: v in ("voc", "ade20k"), "must be voc (detection) or ade20k (segmentation)"),
+    ("transfer", "train_sizes"): (lambda v: len(v) > 0 and all(type(s) is int and s >= 8 for s in v),
+                                  "must be a non-empty list of short sides in pixels (integers >= 8)"),
+    ("transfer", "max_size"): (lambda v: v >= 8, "must be at least 8 pixels"),
+    ("transfer", "ap_metric"): (lambda v: v in ("voc07", "area"), "must be voc07 (11-point) or area"),
+    ("transfer", "crop_size"): (lambda v: v >= 8, "must be at least 8 pixels"),
+    ("transfer", "scale_range"): (lambda v: len(v) == 2 and all(type(s) in (int, float) for s in v)
+                                  and 0 < v[0] <= v[1], "must be [low, high] with 0 < low <= high"),
+    ("transfer", "output_stride"): (lambda v: v in (8, 16, 32), "must be 8, 16 or 32"),
+    ("transfer", "aux_weight"): (lambda v: v >= 0, "must be >= 0"),
+    ("transfer", "head_lr_mult"): (lambda v: v > 0, "must be > 0"),
+    ("transfer", "eval_every"): (lambda v: v >= 1, "must be at least 1"),
 }
 
 
@@ -354,6 +395,13 @@ def _validate(data: dict[str, Any], where: _Loaded, lines_of: dict[tuple[str, ..
             hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
             raise err(f"unknown key{hint}; a recipe has {', '.join(SCHEMA)}", (key,))
     for key, spec in SCHEMA.items():
+        if key in _TRANSFER_ONLY and data.get("task", "classification") == "classification":
+            if data.get(key):
+                raise err("only detection and segmentation recipes have it; set task: detection or segmentation",
+                          (key,))
+            if _TRANSFER_ONLY[key] is not None:
+                out[key] = copy.deepcopy(_TRANSFER_ONLY[key])
+            continue
         if isinstance(spec, dict):
             if key in data and data[key] is None:
                 raise err("must be a mapping of settings (a section cannot be emptied; set or override its keys)",

@@ -7,7 +7,6 @@ recipe's global batch is split over the processes).
 """
 from __future__ import annotations
 
-import csv
 import json
 import platform
 import random
@@ -27,8 +26,8 @@ from tqdm import tqdm
 from . import __version__
 from .build import apply_model_transforms, build_model, build_optimizer, build_scheduler, check_model_name, \
     init_distributed, load_teacher, schedule_part
-from .checkpoint import atomic_write_png, atomic_write_text, latest_checkpoint, resumable_checkpoints, rng_state, \
-    save_checkpoint, save_weights, set_rng_state, state_dict_for_save
+from .checkpoint import append_metrics, atomic_write_png, atomic_write_text, latest_checkpoint, resumable_checkpoints, \
+    read_metrics, rng_state, save_checkpoint, save_weights, set_rng_state, state_dict_for_save
 from .data import ResumableSampler, SeededDataset, demo_datasets, image_folder_datasets
 from .parts import compose, parts_from_config
 from .recipe import Recipe, per_device_batch
@@ -248,7 +247,7 @@ def train(recipe: Recipe, *, data_dir: str | None, output: str | Path, device: s
             improved = val["top1"] > best_top1
             best_top1 = max(best_top1, val["top1"])
             if env.is_main:
-                _append_metrics(run_dir / "metrics.csv", row)
+                append_metrics(run_dir / "metrics.csv", row, METRIC_FIELDS)
                 meta = {"epoch": epoch + 1, "top1": val["top1"], "top5": val["top5"], "recipe_sha256": recipe.sha256}
                 _write_or_exit(save_weights, ckpt_dir / "last.safetensors", model, meta)
                 if improved:
@@ -269,7 +268,7 @@ def train(recipe: Recipe, *, data_dir: str | None, output: str | Path, device: s
     # ---- summary: every process checks it holds the same weights
     checksums = _gather(_checksum(_unwrap(model)), env)
     if env.is_main:
-        rows = _read_metrics(run_dir / "metrics.csv")
+        rows = read_metrics(run_dir / "metrics.csv")
         summary = {
             "recipe": f"{recipe.name}@{recipe.version}", "recipe_sha256": recipe.sha256, "lineage": recipe.lineage,
             "model": cfg["model"]["name"], "num_classes": num_classes, "classes": classes,
@@ -447,22 +446,6 @@ def _run_dir(recipe: Recipe, output: str | Path, resume: str | Path | None, env:
     return run_dir
 
 
-def _append_metrics(path: Path, row: dict[str, Any]) -> None:
-    rows = _read_metrics(path) if path.is_file() else []
-    rows = [r for r in rows if r["epoch"] < row["epoch"]] + [row]
-    lines = [",".join(METRIC_FIELDS)]
-    for r in rows:
-        lines.append(",".join("" if r.get(f) is None else (f"{r[f]:.6g}" if isinstance(r[f], float) else str(r[f]))
-                              for f in METRIC_FIELDS))
-    atomic_write_text(path, "\n".join(lines) + "\n")
-
-
-def _read_metrics(path: Path) -> list[dict[str, Any]]:
-    with open(path, newline="") as f:
-        return [{k: (int(v) if k == "epoch" else (float(v) if v != "" else None)) for k, v in r.items()}
-                for r in csv.DictReader(f)]
-
-
 def _timm_version() -> str:
     import timm
     return timm.__version__
@@ -474,7 +457,7 @@ def _plot(run_dir: Path, recipe: Recipe, pipeline: Any, steps_per_epoch: int) ->
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = _read_metrics(run_dir / "metrics.csv")
+    rows = read_metrics(run_dir / "metrics.csv")
     epochs = [r["epoch"] for r in rows]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     ax1.plot(epochs, [r["train_loss"] for r in rows], marker="o", label="train")

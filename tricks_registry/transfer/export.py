@@ -1,0 +1,145 @@
+"""Export a trained detector or segmenter (paper section 6) as a folder that rebuilds it anywhere.
+
+No timm architecture covers a Faster R-CNN or an FCN, so the folder is not a timm model: it holds
+
+* ``model.safetensors`` (+ ``model.json``, its checksum): the whole detector's / segmenter's weights;
+* ``config.json``: what :func:`build_transfer_model` needs to rebuild the network (``task``, ``model``,
+  ``backbone``, ``transfer``, ``data``, ``num_classes``, ``classes``) plus the recipe, its hash and the metrics;
+* ``README.md``: a model card (what it is, how it was trained and scored, how to load it).
+
+Load it with :func:`load_exported` (timm-tricks installed)::
+
+    from tricks_registry.transfer.export import load_exported
+    model = load_exported("FOLDER")     # torchvision FasterRCNN or FCN, eval mode, weights checked
+
+or from the command line: ``python -m tricks_registry.transfer.export RUN_DIR OUT_DIR``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import yaml
+
+from ..build import run_weights_file
+from ..checkpoint import atomic_write_text, load_weights, save_weights
+from .backbones import build_transfer_model
+
+__all__ = ["export_transfer", "load_exported", "FORMAT"]
+
+FORMAT = "timm-tricks-transfer/1"
+_REBUILD_KEYS = ("task", "model", "backbone", "transfer", "data")
+
+
+def export_transfer(run_dir: str | Path, out_dir: str | Path) -> Path:
+    """Write ``out_dir`` (weights, config, card) from a transfer run folder's best (else last) weights."""
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    if not (run_dir / "recipe.yaml").is_file():
+        raise SystemExit(f"{run_dir}: not a tricks-train run folder (no recipe.yaml)")
+    recipe = yaml.safe_load((run_dir / "recipe.yaml").read_text())
+    if recipe.get("task", "classification") == "classification":
+        raise SystemExit(f"{run_dir}: a classification run; export it with tricks_registry.export_timm instead")
+    summary_path = run_dir / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    weights_file = run_weights_file(run_dir)
+    weights = load_weights(weights_file)
+    num_classes = summary.get("num_classes") or _num_classes(recipe)
+    config = {"format": FORMAT, **{k: recipe[k] for k in _REBUILD_KEYS}, "num_classes": num_classes,
+              "classes": summary.get("classes"), "recipe": f"{recipe['name']}@{recipe['version']}",
+              "recipe_sha256": (run_dir / "recipe.sha256").read_text().strip()
+              if (run_dir / "recipe.sha256").is_file() else None,
+              "reference": recipe.get("reference", ""), "weights_from": weights_file.name,
+              "final_metrics": summary.get("final")}
+    config["backbone"] = dict(config["backbone"], weights=None)  # the exported weights hold the backbone's too
+    build_transfer_model(config, num_classes, load_weights=False).load_state_dict(weights)  # it rebuilds: check
+    save_weights(out_dir / "model.safetensors", weights, {"recipe": config["recipe"], "format": FORMAT})
+    atomic_write_text(out_dir / "config.json", json.dumps(config, indent=2) + "\n")
+    atomic_write_text(out_dir / "README.md", _card(config, summary))
+    return out_dir
+
+
+def load_exported(folder: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """The detector or segmenter of an exported folder, with its weights (checked), in eval mode."""
+    folder = Path(folder)
+    config = json.loads((folder / "config.json").read_text())
+    if config.get("format") != FORMAT:
+        raise ValueError(f"{folder / 'config.json'}: format {config.get('format')!r}, expected {FORMAT!r}")
+    model = build_transfer_model(config, config["num_classes"], load_weights=False)
+    model.load_state_dict(load_weights(folder / "model.safetensors"))
+    return model.to(device).eval()
+
+
+def _num_classes(recipe: dict) -> int:
+    from . import ade20k, voc
+    return len(voc.VOCDetection.classes) if recipe["task"] == "detection" else ade20k.NUM_CLASSES
+
+
+def _card(config: dict, summary: dict) -> str:
+    task, b, t, d = config["task"], config["backbone"], config["transfer"], config["data"]
+    final = summary.get("final") or {}
+    if task == "detection":
+        what = (f"Faster R-CNN with FPN (torchvision) on a {b['model']} backbone, {config['num_classes'] - 1} Pascal "
+                f"VOC classes (label 0 is the background)")
+        scores = f"VOC mAP ({t['ap_metric']}, IoU 0.5): {final.get('map')}"
+        use = ("outputs = model([image])  # image: float tensor [3, H, W] in [0, 1]; "
+               "outputs[0]['boxes'|'labels'|'scores'] in pixels of the input")
+        sizes = f"multi-scale training short sides {t['train_sizes']}, test short side {d['input_size']}, " \
+                f"longest side at most {t['max_size']}"
+    else:
+        what = (f"FCN (torchvision) on a {b['model']} backbone dilated to output stride {t['output_stride']}, "
+                f"{config['num_classes']} ADE20K classes (benchmark labels 1..150 shifted to 0..149)")
+        scores = f"pixel accuracy {final.get('pixel_acc')} %, mIoU {final.get('miou')} %"
+        use = ("out = model(x)['out']  # x: normalised float tensor [N, 3, H, W]; out: logits [N, 150, H, W]")
+        sizes = f"training crops {t['crop_size']} px, evaluation short side {d['input_size']}"
+    return f"""---
+library_name: timm-tricks
+tags: [{task}, bag-of-tricks, torchvision, timm]
+---
+# {config['recipe']}
+
+{what}.
+
+Paper: He et al. 2019, "Bag of Tricks for Image Classification with Convolutional Neural Networks", section 6
+({config.get('reference') or 'transfer learning'}).
+
+- Recipe: `{config['recipe']}` (sha256 `{config.get('recipe_sha256')}`), backbone weights from
+  `{summary.get('backbone_weights')}` (trained by `{b.get('source') or 'unknown'}`).
+- Input: {sizes}; mean {d['mean']}, std {d['std']}.
+- Result of the run (final epoch): {scores}. Weights: the run's `{config['weights_from']}`.
+
+## Load
+
+No timm architecture covers this network: `config.json` rebuilds it from timm's `features_only` backbone and
+torchvision's head, and `model.safetensors` holds every weight.
+
+```python
+from tricks_registry.transfer.export import load_exported   # pip install timm-tricks
+model = load_exported("THIS_FOLDER")                        # eval mode
+{use}
+```
+"""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tricks_registry.transfer.export",
+                                     description="Export a detection/segmentation run folder (weights, config, card).")
+    parser.add_argument("run_dir")
+    parser.add_argument("out_dir")
+    args = parser.parse_args(argv)
+    try:
+        out = export_transfer(args.run_dir, args.out_dir)
+    except SystemExit as err:
+        if isinstance(err.code, str):
+            print(f"error: {err.code}", file=sys.stderr)
+            return 2
+        raise
+    print(f"wrote {out} (model.safetensors, config.json, README.md)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
