@@ -287,6 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.set_defaults(func=cmd_recipe)
     add_hub_commands(sub)  # export, push
+    from .ablate import add_parser as add_ablate_parser
+    add_ablate_parser(sub)  # ablate: a ladder x seeds, table and chart beside the paper
     return parser
 
 
