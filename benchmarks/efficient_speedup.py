@@ -61,7 +61,8 @@ def _step_rounds(kind: str, recipes: dict[str, Any], args: Any, dev: torch.devic
 
 
 def _epoch_runs(recipes: dict[str, Any], args: Any, data_dir: Path, out: Path) -> dict[str, Any]:
-    from tricks_registry.train import _read_metrics, train
+    from tricks_registry.checkpoint import read_metrics
+    from tricks_registry.train import train
 
     epoch_s: dict[str, list[float]] = {a: [] for a in recipes}
     runs: dict[str, list[str]] = {a: [] for a in recipes}
@@ -70,7 +71,7 @@ def _epoch_runs(recipes: dict[str, Any], args: Any, data_dir: Path, out: Path) -
         for arm in (arms if r % 2 == 0 else arms[::-1]):
             run_dir = train(recipes[arm], data_dir=str(data_dir), output=out / arm, device=args.device,
                             progress=not args.no_progress)
-            rows = _read_metrics(run_dir / "metrics.csv")
+            rows = read_metrics(run_dir / "metrics.csv")
             timed = rows[1:] if len(rows) > 1 else rows
             epoch_s[arm].append(sum(row["epoch_s"] for row in timed) / len(timed))
             runs[arm].append(str(run_dir))
