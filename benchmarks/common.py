@@ -56,6 +56,15 @@ def base_parser(name: str, description: str) -> argparse.ArgumentParser:
     return p
 
 
+def add_ab_args(p: argparse.ArgumentParser, *, rounds: int, steps: int, warmup: int) -> None:
+    """The options of an interleaved A/B step benchmark: rounds, timed and untimed steps per arm, the peak."""
+    p.add_argument("--rounds", type=int, default=rounds, help="A/B rounds (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=steps, help="timed steps per arm per round (default: %(default)s)")
+    p.add_argument("--warmup", type=int, default=warmup, help="untimed steps per arm first (default: %(default)s)")
+    p.add_argument("--no-peak", action="store_true", help="skip measuring the CPU's GEMM ceiling")
+    p.add_argument("--no-progress", action="store_true")
+
+
 def setup(args: argparse.Namespace) -> torch.device:
     """Apply ``--threads`` and ``--seed``; check ``--device``; return it."""
     if args.threads:

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from .common import base_parser, interleaved, peak_for, ratio_summary, setup, throughput, timed_steps, \
+from .common import add_ab_args, base_parser, interleaved, peak_for, ratio_summary, setup, throughput, timed_steps, \
     train_flops_per_image, write_result
 from .steps import OurStep, step_source, synthetic_batch
 
@@ -52,11 +52,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
                    help="recipe override for both arms (repeatable)")
     p.add_argument("--batch", type=int, default=32, help="default: %(default)s")
     p.add_argument("--input-size", type=int, default=64, help="default: %(default)s px")
-    p.add_argument("--rounds", type=int, default=6, help="A/B rounds (default: %(default)s)")
-    p.add_argument("--steps", type=int, default=3, help="steps per arm per round (default: %(default)s)")
-    p.add_argument("--warmup", type=int, default=2, help="untimed steps per arm (default: %(default)s)")
-    p.add_argument("--no-peak", action="store_true", help="skip measuring the CPU's GEMM ceiling")
-    p.add_argument("--no-progress", action="store_true")
+    add_ab_args(p, rounds=6, steps=3, warmup=2)
     args = p.parse_args(argv)
     started = time.perf_counter()
     dev = setup(args)

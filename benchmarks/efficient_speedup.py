@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from .common import base_parser, data_root, interleaved, peak_for, ratio_summary, setup, summary, throughput, \
+from .common import add_ab_args, base_parser, data_root, interleaved, peak_for, ratio_summary, setup, summary, throughput, \
     timed_steps, train_flops_per_image, write_result
 from .steps import OurStep, PlainStep, step_source, synthetic_batch
 
@@ -92,16 +92,12 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--epochs", type=int, default=2, help="epochs per run; the first is not timed (default: 2)")
     p.add_argument("--repeats", type=int, default=1, help="runs of each arm for the epoch time (default: 1)")
     p.add_argument("--workers", type=int, default=1, help="data-loader workers (default: %(default)s)")
-    p.add_argument("--rounds", type=int, default=4, help="A/B rounds of the step measurements (default: 4)")
-    p.add_argument("--steps", type=int, default=2, help="steps per arm per round (default: 2)")
-    p.add_argument("--warmup", type=int, default=2, help="untimed steps per arm (default: 2)")
+    add_ab_args(p, rounds=4, steps=2, warmup=2)
     p.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
                    help="torch.compile in the efficient arm (auto: on CUDA only)")
     p.add_argument("--skip", action="append", default=[], choices=["raw", "ours_step", "ours_epoch"],
                    help="leave out a measurement (repeatable)")
     p.add_argument("--keep-runs", help="keep the epoch runs' folders here (default: a temporary folder)")
-    p.add_argument("--no-peak", action="store_true", help="skip measuring the CPU's GEMM ceiling")
-    p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     started = time.perf_counter()
     dev = setup(args)

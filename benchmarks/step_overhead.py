@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .common import base_parser, interleaved, peak_for, ratio_summary, setup, throughput, timed_steps, \
+from .common import add_ab_args, base_parser, interleaved, peak_for, ratio_summary, setup, throughput, timed_steps, \
     train_flops_per_image, write_result
 from .steps import OurStep, PlainStep, step_source, synthetic_batch
 
@@ -31,12 +31,8 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--batch", type=int, default=32, help="images per step (default: %(default)s)")
     p.add_argument("--input-size", type=int, default=64, help="default: %(default)s px")
     p.add_argument("--num-classes", type=int, default=10)
-    p.add_argument("--rounds", type=int, default=10, help="A/B rounds (default: %(default)s)")
-    p.add_argument("--steps", type=int, default=5, help="steps per arm per round (default: %(default)s)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps per arm first (default: %(default)s)")
+    add_ab_args(p, rounds=10, steps=5, warmup=3)
     p.add_argument("--target", type=float, default=1.03, help="the ratio to stay under (default: %(default)s)")
-    p.add_argument("--no-peak", action="store_true", help="skip measuring the CPU's GEMM ceiling")
-    p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     started = time.perf_counter()
     dev = setup(args)
