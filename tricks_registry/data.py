@@ -185,11 +185,10 @@ def image_folder_datasets(data_dir: str | os.PathLike, train_split: str, val_spl
         raise SystemExit(f"data: --data-dir {root} is not a folder")
     train_dir, val_dir = find_split(root, train_split), find_split(root, val_split)
     train = ImageFolderDataset(train_dir, skip_bad=skip_bad)
-    for split_dir, ds in ((train_dir, train),):
-        empty = [c for c in _class_folders(split_dir) if c not in ds.class_to_idx]
-        if empty:
-            raise SystemExit(f"data: class folder(s) {', '.join(empty[:10])} in {split_dir} hold no images "
-                             f"(.jpg, .jpeg, .png, ...); add images or remove the folder(s)")
+    empty = [c for c in _class_folders(train_dir) if c not in train.class_to_idx]
+    if empty:
+        raise SystemExit(f"data: class folder(s) {', '.join(empty[:10])} in {train_dir} hold no images "
+                         f"(.jpg, .jpeg, .png, ...); add images or remove the folder(s)")
     if not train.samples:
         raise SystemExit(f"data: no images in {train_dir}; expected {train_dir}/<class>/<image>.jpg")
     val_folders = set(_class_folders(val_dir))

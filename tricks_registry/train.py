@@ -277,8 +277,7 @@ def train(recipe: Recipe, *, data_dir: str | None, output: str | Path, device: s
             "global_batch_size": cfg["train"]["global_batch_size"], "per_device_batch_size": batch_size,
             "lr": lr, "device": str(dev), "demo": demo, "rank_checksums": checksums,
             "skipped_steps": int(skipped_steps), "bad_images_left_out": len(bad_images),
-            "versions": {"timm-tricks": __version__, "torch": torch.__version__, "timm": _timm_version(),
-                         "python": platform.python_version()},
+            "versions": _versions(),
         }
         atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
         _say(env, f"done: best top-1 {summary['best_top1']:.2f}%  run folder: {run_dir}")
@@ -446,9 +445,11 @@ def _run_dir(recipe: Recipe, output: str | Path, resume: str | Path | None, env:
     return run_dir
 
 
-def _timm_version() -> str:
+def _versions() -> dict[str, str]:
+    """The software a run used, for its summary.json."""
     import timm
-    return timm.__version__
+    return {"timm-tricks": __version__, "torch": torch.__version__, "timm": timm.__version__,
+            "python": platform.python_version()}
 
 
 def _plot(run_dir: Path, recipe: Recipe, pipeline: Any, steps_per_epoch: int) -> None:

@@ -15,7 +15,6 @@ classification augmentations, model re-initialisation) are refused with a messag
 from __future__ import annotations
 
 import json
-import platform
 import random
 import time
 from pathlib import Path
@@ -29,14 +28,13 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
-from .. import __version__
 from ..build import build_scheduler, init_distributed
 from ..checkpoint import append_metrics, atomic_write_png, atomic_write_text, latest_checkpoint, read_metrics, \
     rng_state, save_checkpoint, save_weights, set_rng_state
 from ..parts import Pipeline, compose, parts_from_config
 from ..recipe import Recipe, per_device_batch
 from ..registry import build_trick
-from ..train import _checksum, _flags, _gather, _run_dir, _say, _timm_version, _unwrap, _write_or_exit
+from ..train import _checksum, _flags, _gather, _run_dir, _say, _unwrap, _versions, _write_or_exit
 from ..tricks.efficiency import autocast, grad_scaler
 from ..tricks.optimizers import decay_all_params
 from . import ade20k, voc
@@ -216,8 +214,7 @@ def train(recipe: Recipe, *, data_dir: str | None, output: str | Path, device: s
             "epochs_run": len(rows), f"best_{best_key}": max(scored, default=None), "final": rows[-1] if rows else None,
             "world_size": env.world_size, "global_batch_size": cfg["train"]["global_batch_size"],
             "per_device_batch_size": batch_size, "lr": lr, "device": str(dev), "rank_checksums": checksums,
-            "versions": {"timm-tricks": __version__, "torch": torch.__version__, "timm": _timm_version(),
-                         "python": platform.python_version()},
+            "versions": _versions(),
         }
         atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
         _say(env, f"done: best {best_key} {summary[f'best_{best_key}']}  run folder: {run_dir}")
