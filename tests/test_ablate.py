@@ -3,6 +3,7 @@ chart agree with the run folders; finished runs are reused; the cifar preset sca
 docstring says; the preset's teacher is trained once and every distilling rung learns from it."""
 from __future__ import annotations
 
+import csv
 import json
 import re
 import statistics
@@ -94,6 +95,11 @@ def test_a_second_call_reuses_the_finished_runs(ablation):
     assert _run_dirs(out) == before
     again = json.loads((out / "results.json").read_text())
     assert [r["stats"] for r in again["rungs"]] == [r["stats"] for r in results["rungs"]]
+    epochs_s = [float(row["epoch_s"]) for rung in results["rungs"] for run in rung["runs"]
+                for row in csv.DictReader((Path(run["run_dir"]) / "metrics.csv").read_text().splitlines())]
+    assert again["train_s"] == pytest.approx(sum(epochs_s)) == pytest.approx(results["train_s"])  # reused runs count
+    assert again["wall_s"] < results["wall_s"]  # ... though nothing was trained this time
+    assert f"Total training time: {sum(epochs_s) / 60:.1f} min over 4 runs" in (out / "results.md").read_text()
 
 
 def test_cifar_preset_scales_the_paper_ladder():
