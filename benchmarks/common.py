@@ -225,16 +225,25 @@ def timer(device: torch.device | str) -> Iterator[list[float]]:
         box.append(time.perf_counter() - start)
 
 
-def timed_steps(runner: Any, images: torch.Tensor, labels: torch.Tensor, steps: int,
-                device: torch.device | str) -> Callable[[], float]:
-    """An A/B arm for :func:`interleaved`: ``steps`` calls of ``runner.step`` on the same in-memory batch,
-    timed with the device synchronised; returns the seconds."""
-    def go() -> float:
-        with timer(device) as t:
-            for _ in range(steps):
-                runner.step(images.clone(), labels)
-        return t[0]
-    return go
+def step_rounds(runners: Mapping[str, Any], images: torch.Tensor, labels: torch.Tensor, args: argparse.Namespace,
+                device: torch.device | str, desc: str) -> dict[str, list[float]]:
+    """The A/B step benchmark (options of :func:`add_ab_args`): ``args.warmup`` untimed steps of every runner,
+    then :func:`interleaved` rounds of ``args.steps`` calls of ``runner.step`` on the same in-memory batch each,
+    timed with the device synchronised. Returns ``{arm: [seconds per round]}``."""
+    for runner in runners.values():
+        for _ in range(args.warmup):
+            runner.step(images.clone(), labels)
+
+    def timed(runner: Any) -> Callable[[], float]:
+        def go() -> float:
+            with timer(device) as t:
+                for _ in range(args.steps):
+                    runner.step(images.clone(), labels)
+            return t[0]
+        return go
+
+    return interleaved({name: timed(r) for name, r in runners.items()}, args.rounds,
+                       progress=not args.no_progress, desc=desc)
 
 
 # ---------------------------------------------------------------------------------------------------------

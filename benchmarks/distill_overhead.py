@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from .common import add_ab_args, base_parser, interleaved, peak_for, ratio_summary, setup, throughput, timed_steps, \
+from .common import add_ab_args, base_parser, peak_for, ratio_summary, setup, step_rounds, throughput, \
     train_flops_per_image, write_result
 from .steps import OurStep, step_source, synthetic_batch
 
@@ -77,13 +77,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         arms = {"distill": OurStep.build(with_kd, num_classes, dev, teacher=f"{args.teacher}@{weights}"),
                 "no_distill": OurStep.build(without_kd, num_classes, dev)}
     teacher_mode, hook = _record_teacher_mode(arms["distill"].teacher_model, dev.type)
-    for runner in arms.values():
-        for _ in range(args.warmup):
-            runner.step(images.clone(), labels)
-
-
-    seconds = interleaved({k: timed_steps(r, images, labels, args.steps, dev) for k, r in arms.items()}, args.rounds, progress=not args.no_progress,
-                          desc="distill/no-distill rounds")
+    seconds = step_rounds(arms, images, labels, args, dev, "distill/no-distill rounds")
     hook.remove()  # the FLOP count below runs a copy of the teacher outside the step
     flops = train_flops_per_image(arms["distill"].model, args.input_size, teacher=arms["distill"].teacher_model)
     dtype = amp_dtype(arms["distill"].pipeline.runtime, dev) or torch.float32

@@ -31,8 +31,8 @@ from typing import Any
 
 import torch
 
-from .common import add_ab_args, base_parser, data_root, interleaved, peak_for, ratio_summary, setup, summary, throughput, \
-    timed_steps, train_flops_per_image, write_result
+from .common import add_ab_args, base_parser, data_root, peak_for, ratio_summary, setup, step_rounds, summary, \
+    throughput, train_flops_per_image, write_result
 from .steps import OurStep, PlainStep, step_source, synthetic_batch
 
 NAME = "efficient_speedup"
@@ -47,15 +47,9 @@ def arm_overrides(arm: str, device: torch.device, compile_model: bool) -> list[s
 
 def _step_rounds(kind: str, recipes: dict[str, Any], args: Any, dev: torch.device) -> dict[str, list[float]]:
     images, labels = synthetic_batch(args.batch, args.input_size, 10, dev, seed=args.seed)
-    runners: dict[str, Any] = {}
-    for arm, recipe in recipes.items():
-        runners[arm] = OurStep.build(recipe, 10, dev) if kind == "ours" else PlainStep(recipe, 10, dev)
-        for _ in range(args.warmup):
-            runners[arm].step(images.clone(), labels)
-
-
-    seconds = interleaved({a: timed_steps(r, images, labels, args.steps, dev) for a, r in runners.items()}, args.rounds, progress=not args.no_progress,
-                          desc=f"{kind} step rounds")
+    runners = {arm: OurStep.build(recipe, 10, dev) if kind == "ours" else PlainStep(recipe, 10, dev)
+               for arm, recipe in recipes.items()}
+    seconds = step_rounds(runners, images, labels, args, dev, f"{kind} step rounds")
     del runners
     return seconds
 

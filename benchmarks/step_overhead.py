@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .common import add_ab_args, base_parser, interleaved, peak_for, ratio_summary, setup, throughput, timed_steps, \
+from .common import add_ab_args, base_parser, peak_for, ratio_summary, setup, step_rounds, throughput, \
     train_flops_per_image, write_result
 from .steps import OurStep, PlainStep, step_source, synthetic_batch
 
@@ -55,13 +55,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"warning: first-step losses differ (ours {loss_ours:.6f}, plain {loss_plain:.6f}): "
               "the plain loop is not the same computation")
 
-
-    for runner in (ours, plain):
-        for _ in range(args.warmup):
-            runner.step(images.clone(), labels)
-    seconds = interleaved({"ours": timed_steps(ours, images, labels, args.steps, dev),
-                            "plain": timed_steps(plain, images, labels, args.steps, dev)}, args.rounds, progress=not args.no_progress,
-                          desc="ours/plain rounds")
+    seconds = step_rounds({"ours": ours, "plain": plain}, images, labels, args, dev, "ours/plain rounds")
     per_image = train_flops_per_image(ours.model, args.input_size)["train_step"]
     dtype = plain.amp_dtype or torch.float32
     peak = peak_for(dev, dtype, measure_cpu=not args.no_peak)
