@@ -20,7 +20,6 @@ recipe (see :data:`PRESETS`); ``--set`` given on the command line applies after 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import re
@@ -143,6 +142,7 @@ class Rung:
     overrides: list[str]
     recipes: dict[int, Recipe] = field(default_factory=dict)
     parent: str | None = None
+    paper: dict[str, Any] | None = None  # the paper's figure for the published recipe (:func:`paper_figure`)
 
     @property
     def name(self) -> str:
@@ -168,7 +168,8 @@ def plan_ladder(refs: Sequence[str], preset: Preset, seeds: Sequence[int], extra
         sets = [*preset.overrides(published), *extra]
         if teacher is not None and "distillation" in published.data["tricks"]:
             sets.append(f"tricks.distillation.teacher={teacher}")
-        rung = Rung(ref=ref, label=RUNG_LABELS.get(published.name, published.name), overrides=sets)
+        rung = Rung(ref=ref, label=RUNG_LABELS.get(published.name, published.name), overrides=sets,
+                    paper=paper_figure(published.data.get("reference", "")))
         rung.recipes = {s: resolve(ref, [*sets, f"train.seed={s}"]) for s in seeds}
         rungs.append(rung)
     names = [r.name for r in rungs]
@@ -194,11 +195,12 @@ def _finished(folder: Path, sha256: str) -> Path | None:
 
 def read_run(run_dir: Path) -> dict[str, Any]:
     """Final and best top-1, epochs and mean seconds / images per second per epoch of a finished run."""
+    from .checkpoint import read_metrics
+
     summary = json.loads((run_dir / "summary.json").read_text())
-    with open(run_dir / "metrics.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    epoch_s = [float(r["epoch_s"]) for r in rows if r.get("epoch_s")]
-    rates = [float(r["images_per_s"]) for r in rows if r.get("images_per_s")]
+    rows = read_metrics(run_dir / "metrics.csv")
+    epoch_s = [r["epoch_s"] for r in rows if r.get("epoch_s")]
+    rates = [r["images_per_s"] for r in rows if r.get("images_per_s")]
     return {"run_dir": str(run_dir), "top1": float(summary["final"]["top1"]), "best_top1": summary["best_top1"],
             "epochs": summary["epochs_run"], "model": summary["model"],
             "epoch_s": statistics.fmean(epoch_s) if epoch_s else None, "train_s": sum(epoch_s),
@@ -298,12 +300,13 @@ def render_chart(results: dict[str, Any], path: Path) -> None:
 
 
 def _count_images(data_dir: Path, split: str) -> tuple[int, int]:
+    """(images, classes) of a split, listed as the training run lists them (timm's ``find_images_and_targets``)."""
+    from timm.data.readers.reader_image_folder import find_images_and_targets
+
     from .data import find_split
 
-    root = find_split(data_dir, split)
-    classes = [c for c in root.iterdir() if c.is_dir()]
-    exts = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm"}
-    return sum(1 for c in classes for f in c.iterdir() if f.suffix.lower() in exts), len(classes)
+    samples, class_to_idx = find_images_and_targets(str(find_split(data_dir, split)))
+    return len(samples), len(class_to_idx)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -342,7 +345,8 @@ def run_ablation(refs: Sequence[str], *, data_dir: str | Path, output: str | Pat
     # the teacher: trained once by the preset (or given), before any rung that distils
     if needs_teacher and teacher is None and p.teacher is not None:
         t_ref, t_sets = p.teacher
-        t_recipe = resolve(t_ref, [*t_sets(resolve(t_ref)), *extra])
+        t_overrides = [*t_sets(resolve(t_ref)), *extra]
+        t_recipe = resolve(t_ref, t_overrides)
         t_dir = _finished(out / "teacher", t_recipe.sha256)
         if t_dir is None:
             tqdm.write(f"ablate: training the distillation teacher first ({t_recipe.data['model']['name']}, "
@@ -355,7 +359,7 @@ def run_ablation(refs: Sequence[str], *, data_dir: str | Path, output: str | Pat
         teacher = str(t_dir)
         t_run = read_run(t_dir)
         teacher_info = {"recipe": f"{t_recipe.name}@{t_recipe.version}",
-                        "overrides": [*t_sets(resolve(t_ref)), *extra], **t_run, "sha256": t_recipe.sha256}
+                        "overrides": t_overrides, **t_run, "sha256": t_recipe.sha256}
 
     rungs = plan_ladder(refs, p, seed_list, extra, teacher=teacher if needs_teacher else None)
     results: dict[str, Any] = {
@@ -412,7 +416,7 @@ def _summarise(rungs: Sequence[Rung], runs: dict[str, list[dict[str, Any]]]) -> 
                  "parent": rung.parent, "model": recipe.data["model"]["name"],
                  "epochs": recipe.data["train"]["epochs"], "global_batch_size": recipe.data["train"]["global_batch_size"],
                  "lr": recipe.lr, "overrides": rung.overrides, "sha256": {str(s): r.sha256 for s, r in rung.recipes.items()},
-                 "paper": paper_figure(resolve(rung.ref).data.get("reference", "")), "stats": stats,
+                 "paper": rung.paper, "stats": stats,
                  "runs": runs[rung.name], "delta": None, "paper_delta": None}
         parent = by_name.get(rung.parent) if rung.parent else None
         if parent is not None:
