@@ -38,7 +38,7 @@ from .tricks.losses import make_criterion
 from .tricks.mixing import batch_transform
 from .tricks.schedules import lr_sequence
 
-__all__ = ["train", "evaluate", "forward_loss", "backward_update"]
+__all__ = ["train", "evaluate", "forward_loss", "backward_update", "run_summary"]
 
 METRIC_FIELDS = ["epoch", "train_loss", "lr", "val_loss", "top1", "top5", "ema_top1", "images_per_s", "epoch_s",
                  "skipped_steps"]
@@ -269,16 +269,10 @@ def train(recipe: Recipe, *, data_dir: str | None, output: str | Path, device: s
     checksums = _gather(_checksum(_unwrap(model)), env)
     if env.is_main:
         rows = read_metrics(run_dir / "metrics.csv")
-        summary = {
-            "recipe": f"{recipe.name}@{recipe.version}", "recipe_sha256": recipe.sha256, "lineage": recipe.lineage,
-            "model": cfg["model"]["name"], "num_classes": num_classes, "classes": classes,
-            "epochs_run": len(rows), "best_top1": max((r["top1"] for r in rows), default=None),
-            "final": rows[-1] if rows else None, "world_size": env.world_size,
-            "global_batch_size": cfg["train"]["global_batch_size"], "per_device_batch_size": batch_size,
-            "lr": lr, "device": str(dev), "demo": demo, "rank_checksums": checksums,
-            "skipped_steps": int(skipped_steps), "bad_images_left_out": len(bad_images),
-            "versions": _versions(),
-        }
+        summary = run_summary(recipe, rows, env, batch_size=batch_size, lr=lr, device=dev, checksums=checksums,
+                              model=cfg["model"]["name"], num_classes=num_classes, classes=classes,
+                              best_top1=max((r["top1"] for r in rows), default=None), demo=demo,
+                              skipped_steps=int(skipped_steps), bad_images_left_out=len(bad_images))
         atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
         _say(env, f"done: best top-1 {summary['best_top1']:.2f}%  run folder: {run_dir}")
     if env.distributed:
@@ -445,11 +439,19 @@ def _run_dir(recipe: Recipe, output: str | Path, resume: str | Path | None, env:
     return run_dir
 
 
-def _versions() -> dict[str, str]:
-    """The software a run used, for its summary.json."""
+def run_summary(recipe: Recipe, rows: list[dict[str, Any]], env: Any, *, batch_size: int, lr: float,
+                device: torch.device, checksums: list[str], **fields: Any) -> dict[str, Any]:
+    """A run's ``summary.json`` (both loops): the recipe, its hash and lineage, the loop's own ``fields``, the
+    epochs run and the last metrics row, the batch split and LR, every process's weight checksum and the
+    software versions."""
     import timm
-    return {"timm-tricks": __version__, "torch": torch.__version__, "timm": timm.__version__,
-            "python": platform.python_version()}
+
+    return {"recipe": f"{recipe.name}@{recipe.version}", "recipe_sha256": recipe.sha256, "lineage": recipe.lineage,
+            **fields, "epochs_run": len(rows), "final": rows[-1] if rows else None, "world_size": env.world_size,
+            "global_batch_size": recipe.data["train"]["global_batch_size"], "per_device_batch_size": batch_size,
+            "lr": lr, "device": str(device), "rank_checksums": checksums,
+            "versions": {"timm-tricks": __version__, "torch": torch.__version__, "timm": timm.__version__,
+                         "python": platform.python_version()}}
 
 
 def _plot(run_dir: Path, recipe: Recipe, pipeline: Any, steps_per_epoch: int) -> None:

@@ -34,7 +34,8 @@ from ..checkpoint import append_metrics, atomic_write_png, atomic_write_text, la
 from ..parts import Pipeline, compose, parts_from_config
 from ..recipe import Recipe, per_device_batch
 from ..registry import build_trick
-from ..train import _checksum, _flags, _gather, _run_dir, _say, _unwrap, _versions, _write_or_exit
+from ..train import _checksum, _flags, _gather, _run_dir, _say, _unwrap, _write_or_exit, backward_update, \
+    run_summary
 from ..tricks.efficiency import autocast, grad_scaler
 from ..tricks.optimizers import decay_all_params
 from . import ade20k, voc
@@ -146,25 +147,18 @@ def train(recipe: Recipe, *, data_dir: str | None, output: str | Path, device: s
                     losses = _segmentation_losses(model(images.to(dev, non_blocking=True)), targets.to(dev),
                                                   aux_weight)
             loss = sum(losses.values())
-            nonfinite = _flags(~torch.isfinite(loss.detach()), False, env)[0]  # agreed by every process
-            if nonfinite and not scaler.is_enabled():  # (fp16's grad scaler skips such a step by itself)
+            finite = torch.isfinite(loss.detach())
+            # a non-finite loss stops the run, every process at the same step (fp16's grad scaler skips it itself)
+            if not scaler.is_enabled() and _flags(torch.where(finite, -1, num_updates + 1), False, env)[0] >= 0:
                 raise SystemExit(f"loss is {loss.item()} at epoch {epoch + 1}, step {step + 1}; lower the LR or "
                                  f"set train.grad_clip; continue from the last epoch with --resume {run_dir}")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if cfg["train"]["grad_clip"]:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["train"]["grad_clip"])
-            scaler.step(optimizer)
-            scaler.update()
+            backward_update(loss, model=model, optimizer=optimizer, scaler=scaler, grad_clip=cfg["train"]["grad_clip"])
             num_updates += 1
             scheduler.step_update(num_updates)
             n = len(images)
             seen += n
-            if not nonfinite:
-                sums[fields.index("train_loss")] += loss.detach().double() * n
-                for key, value in losses.items():
-                    sums[fields.index(key)] += value.detach().double() * n
+            for key, value in (("train_loss", loss), *losses.items()):  # skipped steps left out, no host sync
+                sums[fields.index(key)] += torch.where(finite, value.detach().double() * n, 0.0)
             if env.is_main and step % cfg["train"]["log_every"] == 0:
                 bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{optimizer.param_groups[0]['lr']:.3g}")
         epoch_s = time.perf_counter() - started
@@ -206,16 +200,11 @@ def train(recipe: Recipe, *, data_dir: str | None, output: str | Path, device: s
     if env.is_main:
         rows = read_metrics(run_dir / "metrics.csv")
         scored = [r[best_key] for r in rows if r.get(best_key) is not None]
-        summary = {
-            "recipe": f"{recipe.name}@{recipe.version}", "recipe_sha256": recipe.sha256, "lineage": recipe.lineage,
-            "task": task, "model": cfg["model"]["name"], "backbone": cfg["backbone"]["model"],
-            "backbone_weights": cfg["backbone"]["weights"], "backbone_source": cfg["backbone"]["source"],
-            "dataset": cfg["transfer"]["dataset"], "num_classes": num_classes, "classes": classes,
-            "epochs_run": len(rows), f"best_{best_key}": max(scored, default=None), "final": rows[-1] if rows else None,
-            "world_size": env.world_size, "global_batch_size": cfg["train"]["global_batch_size"],
-            "per_device_batch_size": batch_size, "lr": lr, "device": str(dev), "rank_checksums": checksums,
-            "versions": _versions(),
-        }
+        summary = run_summary(recipe, rows, env, batch_size=batch_size, lr=lr, device=dev, checksums=checksums,
+                              task=task, model=cfg["model"]["name"], backbone=cfg["backbone"]["model"],
+                              backbone_weights=cfg["backbone"]["weights"], backbone_source=cfg["backbone"]["source"],
+                              dataset=cfg["transfer"]["dataset"], num_classes=num_classes, classes=classes,
+                              **{f"best_{best_key}": max(scored, default=None)})
         atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
         _say(env, f"done: best {best_key} {summary[f'best_{best_key}']}  run folder: {run_dir}")
     if env.distributed:
