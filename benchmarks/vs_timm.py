@@ -44,10 +44,9 @@ def timm_epoch_rates(log_text: str) -> dict[int, float]:
 
 def ours_epoch_rates(run_dir: Path) -> dict[int, float]:
     """``{epoch (0-based, as timm counts): images/s}`` from a tricks-train run folder's metrics.csv."""
-    import csv
+    from tricks_registry.checkpoint import read_metrics
 
-    with open(run_dir / "metrics.csv", newline="") as f:
-        return {int(r["epoch"]) - 1: float(r["images_per_s"]) for r in csv.DictReader(f)}
+    return {r["epoch"] - 1: r["images_per_s"] for r in read_metrics(run_dir / "metrics.csv")}
 
 
 def _timed_mean(rates: dict[int, float], what: str) -> float:
