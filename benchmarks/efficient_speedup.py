@@ -97,7 +97,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     dev = setup(args)
     compile_model = args.compile == "on" or (args.compile == "auto" and dev.type == "cuda")
 
-    from tricks_registry.build import build_model
+    from tricks_registry.models import build_model
     from tricks_registry.parts import compose, parts_from_config
     from tricks_registry.recipe import resolve
     from tricks_registry.tricks.efficiency import amp_dtype

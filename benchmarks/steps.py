@@ -24,8 +24,9 @@ from torch import nn
 
 import tricks_registry  # noqa: F401  (registers the tricks and the model_tweaks architectures)
 from tricks_registry import train as train_module
-from tricks_registry.build import apply_model_transforms, build_model, build_optimizer, build_scheduler, \
-    load_teacher
+from tricks_registry.build import apply_model_transforms, build_optimizer, build_scheduler
+from tricks_registry.models import build_model
+from tricks_registry.weights import load_teacher
 from tricks_registry.checkpoint import state_dict_for_save
 from tricks_registry.parts import Pipeline, compose, parts_from_config
 from tricks_registry.recipe import Recipe

@@ -80,7 +80,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     if not timm_py.is_file():
         raise SystemExit(f"--timm-train-py {timm_py}: no such file (clone huggingface/pytorch-image-models)")
 
-    from tricks_registry.build import build_model
+    from tricks_registry.models import build_model
     from tricks_registry.export_timm import TIMM_TRAIN_PY_REF, export_timm_args
     from tricks_registry.recipe import resolve
 

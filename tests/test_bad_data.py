@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from tricks_registry.cli import main
+from tricks_registry.errors import DataError
 from tricks_registry.data import BadImageError, ImageFolderDataset, image_folder_datasets, scan_images, to_rgb
 
 pytestmark = pytest.mark.slow
@@ -120,14 +121,14 @@ def test_scan_images_reports_each_bad_file(data):
 def test_an_empty_class_folder_is_an_error(data):
     (data / "train" / "zebra").mkdir()
     (data / "val" / "zebra").mkdir()
-    with pytest.raises(SystemExit, match=r"class folder\(s\) zebra in .*train hold no images"):
+    with pytest.raises(DataError, match=r"class folder\(s\) zebra in .*train hold no images"):
         image_folder_datasets(data, "train", "val")
 
 
 def test_a_class_missing_from_val_is_an_error(data):
     shutil.rmtree(data / "val" / "frog")
-    with pytest.raises(SystemExit, match=r"different classes \(missing from .*val: frog\)"):
+    with pytest.raises(DataError, match=r"different classes \(missing from .*val: frog\)"):
         image_folder_datasets(data, "train", "val")
     (data / "val" / "frog").mkdir()
-    with pytest.raises(SystemExit, match=r"frog in .*val hold no images"):
+    with pytest.raises(DataError, match=r"frog in .*val hold no images"):
         image_folder_datasets(data, "train", "val")

@@ -29,7 +29,8 @@ from safetensors.torch import load_file, save_file
 
 import timm
 from model_tweaks.resnet_tweaks import HUB_ORG_ENV, TIMM_EQUIVALENT, tricks_hub_id
-from tricks_registry.build import TeacherUnavailable, build_model, load_teacher
+from tricks_registry.models import build_model
+from tricks_registry.weights import TeacherUnavailable, load_teacher
 from tricks_registry.cli import main
 from tricks_registry.hub import EXPORT_FILES, PICKLE_SUFFIXES, portable_architecture
 
@@ -476,7 +477,7 @@ del sys.modules["model_tweaks"], sys.modules["tricks_registry"]
 import model_tweaks
 part("v1a", lambda: pull(args["v1a"], args["v1a_logits"]))
 
-from tricks_registry.build import TeacherUnavailable, load_teacher
+from tricks_registry.weights import TeacherUnavailable, load_teacher
 from tricks_registry.hub import recipe_from_hub
 cpu = torch.device("cpu")
 gluon = load_file(args["gluon"])

@@ -20,6 +20,7 @@ from safetensors.torch import load_file
 from tricks_registry import checkpoint as ckpt
 from tricks_registry.checkpoint import CheckpointError, latest_checkpoint, load_weights, resumable_checkpoints, \
     save_checkpoint, save_weights
+from tricks_registry.errors import TrainingError
 from tricks_registry.recipe import resolve
 from tricks_registry.train import train
 
@@ -237,7 +238,7 @@ def test_disk_full_in_a_run_stops_it_with_a_message_and_the_last_checkpoint_resu
         return real(path, data)
 
     monkeypatch.setattr(ckpt, "atomic_write_bytes", full_after_epoch_one)
-    with pytest.raises(SystemExit, match="No space left on device; the previous checkpoint is intact"):
+    with pytest.raises(CheckpointError, match="No space left on device; the previous checkpoint is intact"):
         train(small_recipe(), data_dir=str(cifar_subset), output=tmp_path, device="cpu", progress=False)
     run_dir = only_run(tmp_path)
     tag, _, state = latest_checkpoint(run_dir / "checkpoints", warn=lambda m: None)
@@ -260,10 +261,10 @@ def test_nan_loss_stops_naming_the_step_and_the_last_good_checkpoint(cifar_subse
         return loss
 
     monkeypatch.setattr(train_module, "make_criterion", poisoned)
-    with pytest.raises(SystemExit) as info:
+    with pytest.raises(TrainingError) as info:
         train(small_recipe(), data_dir=str(cifar_subset), output=tmp_path, device="cpu", progress=False,
               recovery_interval=2)
-    message = str(info.value.code)
+    message = str(info.value)
     run_dir = only_run(tmp_path)
     assert "loss is nan at epoch 1, step 3 (update 3)" in message
     assert str(run_dir / "checkpoints" / "step-00000002.json") in message

@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tricks_registry.build import build_model
+from tricks_registry.models import build_model
 from tricks_registry.checkpoint import load_checkpoint
 from tricks_registry.cli import main
 from tricks_registry.recipe import list_recipes, resolve

@@ -17,6 +17,7 @@ from PIL import Image, ImageDraw
 
 from tricks_registry.checkpoint import atomic_write_text, load_weights, save_weights
 from tricks_registry.cli import train_main
+from tricks_registry.errors import TimmTricksError
 from tricks_registry.recipe import RecipeError, list_recipes, resolve
 from tricks_registry.transfer import ade20k, voc
 from tricks_registry.transfer.backbones import build_transfer_model, classifier_weights, create_body
@@ -358,13 +359,13 @@ def test_backbone_loads_the_run_weights_strictly_and_freezes_as_torchvision(back
 
 
 def test_backbone_weights_errors_say_what_to_do(backbone_run: Path, tmp_path: Path):
-    with pytest.raises(SystemExit, match="that run trained resnet18_v1d.*--set backbone.model=resnet18_v1d"):
+    with pytest.raises(TimmTricksError, match="that run trained resnet18_v1d.*--set backbone.model=resnet18_v1d"):
         classifier_weights(str(backbone_run), "resnet50_v1d")
-    with pytest.raises(SystemExit, match="backbone.weights is not set.*tricks-train --recipe resnet50d_all@1"):
+    with pytest.raises(TimmTricksError, match="backbone.weights is not set.*tricks-train --recipe resnet50d_all@1"):
         create_body({"model": "resnet18_v1d", "weights": None, "source": "resnet50d_all@1"})
-    with pytest.raises(SystemExit, match="no file"):
+    with pytest.raises(TimmTricksError, match="no file"):
         classifier_weights(str(tmp_path / "missing.safetensors"), "resnet18_v1d")
-    with pytest.raises(SystemExit, match="does not fit|do not fit"):
+    with pytest.raises(TimmTricksError, match="does not fit|do not fit"):
         create_body({"model": "resnet34_v1d", "weights": f"resnet34_v1d@{backbone_run}/checkpoints/best.safetensors"})
     assert classifier_weights("scratch", "resnet18_v1d") is None
 

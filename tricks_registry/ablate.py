@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .recipe import Recipe, resolve
+from .errors import TimmTricksError
 
 __all__ = ["LADDERS", "PRESETS", "Preset", "plan_ladder", "run_ablation", "rung_stats", "paper_figure",
            "render_markdown", "add_parser", "cmd_ablate"]
@@ -323,13 +324,13 @@ def run_ablation(refs: Sequence[str], *, data_dir: str | Path, output: str | Pat
     from .train import train
 
     if preset not in PRESETS:
-        raise SystemExit(f"--preset {preset}: unknown; presets: {', '.join(PRESETS)}")
+        raise TimmTricksError(f"--preset {preset}: unknown; presets: {', '.join(PRESETS)}")
     if seeds < 1:
-        raise SystemExit(f"--seeds {seeds}: give at least 1")
+        raise TimmTricksError(f"--seeds {seeds}: give at least 1")
     p = PRESETS[preset]
     out, data_dir = Path(output), Path(data_dir)
     if not data_dir.is_dir():
-        raise SystemExit(f"--data-dir {data_dir}: not a folder (an ImageFolder tree with train/ and val/ or test/)")
+        raise TimmTricksError(f"--data-dir {data_dir}: not a folder (an ImageFolder tree with train/ and val/ or test/)")
     out.mkdir(parents=True, exist_ok=True)
     res = Path(results_dir) if results_dir else out
     seed_list = list(range(seeds))
@@ -477,7 +478,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     if args.recipes:
         refs = [r.strip() for r in args.recipes.split(",") if r.strip()]
         if not refs:
-            raise SystemExit("--recipes: give at least one recipe name")
+            raise TimmTricksError("--recipes: give at least one recipe name")
         ladder = "custom"
     else:
         ladder = args.ladder or "table6"

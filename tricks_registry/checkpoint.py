@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save
 
+from .errors import CheckpointError
+
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_png", "save_checkpoint", "load_checkpoint",
            "latest_checkpoint", "resumable_checkpoints", "save_weights", "load_weights", "verify", "CheckpointError",
            "file_sha256", "rng_state", "set_rng_state", "state_dict_for_save", "append_metrics", "read_metrics"]
@@ -118,10 +120,6 @@ def file_sha256(path: str | os.PathLike) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, truncated or corrupt; the message names the file."""
 
 
 def _write_manifest(folder: Path, tag: str, files: Mapping[str, bytes], info: Mapping[str, Any]) -> None:

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from .errors import CheckpointError, DataError, TimmTricksError
 from .hub import add_hub_commands, add_train_hub_args
 
 __all__ = ["main", "train_main"]
@@ -55,13 +56,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .train import train
 
     if not args.resume and not args.recipe:
-        raise SystemExit("--recipe is required (a name such as resnet50d_all, or a YAML file), or --resume RUN_DIR")
+        raise TimmTricksError("--recipe is required (a name such as resnet50d_all, or a YAML file), or --resume RUN_DIR")
     if args.resume:
         if args.recipe or args.overrides:
-            raise SystemExit("--resume continues a run with the recipe saved in its folder; drop --recipe and --set")
+            raise TimmTricksError("--resume continues a run with the recipe saved in its folder; drop --recipe and --set")
         recipe_file = Path(args.resume) / "recipe.yaml"
         if not recipe_file.is_file():
-            raise SystemExit(f"--resume {args.resume}: no recipe.yaml there (is it a tricks-train run folder?)")
+            raise CheckpointError(f"--resume {args.resume}: no recipe.yaml there (is it a tricks-train run folder?)")
         recipe = _resolve_saved(recipe_file)
         demo = bool(recipe.data.get("demo_run"))
     else:
@@ -70,7 +71,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if recipe.data.get("task", "classification") != "classification":  # detection / segmentation (section 6)
         from .transfer.train import train as train_transfer
         if demo or args.push_to_hub:
-            raise SystemExit(f"--demo / --push-to-hub: not for {recipe.data['task']} recipes (no demo data; export "
+            raise TimmTricksError(f"--demo / --push-to-hub: not for {recipe.data['task']} recipes (no demo data; export "
                              "with python -m tricks_registry.transfer.export RUN_DIR OUT_DIR)")
         train_transfer(recipe, data_dir=args.data_dir, output=args.output, device=args.device, resume=args.resume,
                        progress=not args.no_progress)
@@ -136,7 +137,7 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
         train_set, _, _ = image_folder_datasets(args.data_dir, d["train_split"], d["val_split"],
                                                 d["subset_per_class"], progress=not args.no_progress)
     else:
-        raise SystemExit("--data-dir is required (or --demo)")
+        raise DataError("--data-dir is required (or --demo)")
     result = lr_range_test(recipe, train_set, steps=args.steps, start_lr=args.start_lr, end_lr=args.end_lr,
                            device=args.device or "cpu", progress=not args.no_progress)
     csv_path, png_path = write_outputs(result, Path(args.output), f"LR range test: {recipe.name}@{recipe.version}")
@@ -219,7 +220,7 @@ def cmd_recipe(args: argparse.Namespace) -> int:
         else:
             print(text, end="")
         return 0
-    raise SystemExit("tricks recipe: choose list, show, diff or export")
+    raise TimmTricksError("tricks recipe: choose list, show, diff or export")
 
 
 def recipe_diff(a: Any, b: Any, prefix: str = "") -> list[str]:
@@ -293,28 +294,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(func: Any, args: argparse.Namespace) -> int:
-    from .recipe import RecipeError
-    from .registry import TrickError
-
+    """Run a command; a :class:`TimmTricksError` becomes one line on stderr and exit code 2 (a run stopped by
+    a signal after its checkpoint: the signal's 128 + N), never a traceback."""
     from .data import BadImageError
+    from .errors import TimmTricksError, TrainingStopped
 
     try:
         return func(args)
-    except (RecipeError, TrickError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     except BadImageError as err:  # read during training (--no-scan); from a worker it carries the worker's traceback
         where = str(err).strip().splitlines()[-1].split("BadImageError: ")[-1]
         print(f"error: data: {where}; remove or replace it, or run with --skip-bad-images", file=sys.stderr)
         return 2
+    except TrainingStopped as err:
+        print(str(err), file=sys.stderr)
+        return err.exit_code
+    except TimmTricksError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except SystemExit as err:
-        if isinstance(err.code, str):
-            print(f"error: {err.code}", file=sys.stderr)
-            return 2
-        raise
 
 
 def main(argv: Sequence[str] | None = None) -> int:

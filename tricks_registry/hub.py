@@ -44,6 +44,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from .errors import HubError
+
 __all__ = ["HubError", "Portable", "portable_architecture", "export_run", "build_model_card", "commit_message",
            "push_folder", "recipe_from_hub", "resolve_recipe_arg", "pinned_teacher", "pretrained_overlay",
            "read_weights_file", "PICKLE_SUFFIXES", "EXPORT_FILES", "add_train_hub_args", "add_hub_commands",
@@ -64,10 +66,6 @@ PAPER_CITATION = """@inproceedings{he2019bag,
 }"""
 _OUR_VARIANT = re.compile(r"^resnet(?P<depth>\d+)_v1(?P<variant>[abcd])$")
 _LOGIN_HINT = "log in with `hf auth login` (or `huggingface-cli login`) or set HF_TOKEN"
-
-
-class HubError(SystemExit):
-    """Export, push or pull cannot go on; the message names the file or repo and suggests the fix."""
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import torch
 
-from .build import apply_model_transforms, build_model, build_optimizer
+from .build import apply_model_transforms, build_optimizer
+from .models import build_model
 from .checkpoint import atomic_write_png, atomic_write_text
 from .parts import compose, parts_from_config
 from .recipe import Recipe
@@ -21,6 +22,7 @@ from .tricks.augmentations import build_train_transform
 from .tricks.efficiency import autocast, prepare_input, prepare_model
 from .tricks.losses import make_criterion
 from .tricks.mixing import batch_transform
+from .errors import TrainingError
 
 __all__ = ["LRFindResult", "lr_range_test", "suggest_lr"]
 
@@ -97,7 +99,7 @@ def lr_range_test(recipe: Recipe, train_set, *, steps: int = 100, start_lr: floa
                 break
     bar.close()
     if len(lrs) < 3:
-        raise SystemExit("lr-find: the loss diverged within 3 steps; lower --start-lr")
+        raise TrainingError("lr-find: the loss diverged within 3 steps; lower --start-lr")
     min_loss_lr = lrs[min(range(len(smoothed)), key=smoothed.__getitem__)]
     return LRFindResult(lrs, losses, smoothed, suggest_lr(lrs, smoothed), min_loss_lr)
 

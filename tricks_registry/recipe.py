@@ -35,6 +35,8 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
+from .errors import RecipeError
+
 __all__ = [
     "RecipeError", "Recipe", "SCHEMA", "recipe_dir", "list_recipes", "find_recipe_file", "load_file",
     "resolve", "parse_override", "apply_overrides", "per_device_batch", "recipe_hash", "lock_entries",
@@ -43,20 +45,6 @@ __all__ = [
 LOCK_FILE = "recipes.lock"
 _SCI_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 _FILE_RE = re.compile(r"^(?P<name>[A-Za-z0-9_\-]+)\.v(?P<version>[0-9]+)\.ya?ml$")
-
-
-class RecipeError(ValueError):
-    """A recipe is wrong. The message names the file, the line and the key, and suggests the fix."""
-
-    def __init__(self, message: str, *, file: str | None = None, line: int | None = None,
-                 key: str | None = None):
-        self.file, self.line, self.key = file, line, key
-        where = ""
-        if file:
-            where = f"{file}" + (f":{line}" if line else "") + ": "
-        if key:
-            where += f"{key}: "
-        super().__init__(where + message)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -24,6 +24,8 @@ import typing
 from importlib import metadata
 from typing import Any, Callable, Iterable, Mapping
 
+from .errors import TrickError
+
 __all__ = [
     "KINDS", "ENTRY_POINT_GROUP", "TrickError", "ParamSpec", "TrickSpec",
     "register_trick", "get_trick", "list_tricks", "build_trick", "check_param",
@@ -35,19 +37,6 @@ KINDS: tuple[str, ...] = (
     "augmentation", "efficiency", "model", "control",
 )
 ENTRY_POINT_GROUP = "timm_tricks.tricks"
-
-
-class TrickError(ValueError):
-    """A trick was named, parameterised or combined wrongly. The message names the trick
-    and, where it applies, the parameter, and suggests the fix."""
-
-    def __init__(self, message: str, *, trick: str | None = None, param: str | None = None):
-        self.trick = trick
-        self.param = param
-        prefix = ""
-        if trick is not None:
-            prefix = f"trick '{trick}'" + (f", parameter '{param}'" if param else "") + ": "
-        super().__init__(prefix + message)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -24,10 +24,13 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from . import __version__
-from .build import apply_model_transforms, build_model, build_optimizer, build_scheduler, check_model_name, \
-    init_distributed, load_teacher, schedule_part
+from .build import apply_model_transforms, build_optimizer, build_scheduler, schedule_part
+from .distributed import agree_flags, gather, init_distributed, mean_over_processes, say, unwrap_model
+from .models import build_model, check_model_name
+from .weights import load_teacher
 from .checkpoint import append_metrics, atomic_write_png, atomic_write_text, latest_checkpoint, resumable_checkpoints, \
     read_metrics, rng_state, save_checkpoint, save_weights, set_rng_state, state_dict_for_save
+from .errors import CheckpointError, DataError, TrainingError, TrainingStopped
 from .data import ResumableSampler, SeededDataset, demo_datasets, image_folder_datasets
 from .parts import compose, parts_from_config
 from .recipe import Recipe, per_device_batch
@@ -75,12 +78,12 @@ def train(recipe: Recipe, *, data_dir: str | None, output: str | Path, device: s
         train_set, val_set = demo_datasets(seed=seed)
     else:
         if not data_dir:
-            raise SystemExit("--data-dir is required (an ImageFolder tree with train/ and val/), or use --demo")
+            raise DataError("--data-dir is required (an ImageFolder tree with train/ and val/), or use --demo")
         train_set, val_set, bad_images = image_folder_datasets(
             data_dir, data_cfg["train_split"], data_cfg["val_split"], data_cfg["subset_per_class"],
             scan=scan_data, skip_bad=skip_bad_images, progress=progress and env.is_main)
         if bad_images:
-            _say(env, f"data: left out {len(bad_images)} unreadable image(s) (--skip-bad-images); "
+            say(env, f"data: left out {len(bad_images)} unreadable image(s) (--skip-bad-images); "
                       "they are listed in the run folder's bad_images.txt")
     classes = list(train_set.classes)
     num_classes = len(classes)
@@ -101,7 +104,7 @@ def train(recipe: Recipe, *, data_dir: str | None, output: str | Path, device: s
                             batch_size=batch_size, shuffle=False, **loader_args)
     steps_per_epoch = len(train_loader)
     if steps_per_epoch == 0:
-        raise SystemExit(f"data: {len(train_set)} training images make no batch of {batch_size} per process; "
+        raise DataError(f"data: {len(train_set)} training images make no batch of {batch_size} per process; "
                          "lower train.global_batch_size")
 
     # ---- model, teacher, optimizer, schedule, loss, batch mixing
@@ -130,11 +133,11 @@ def train(recipe: Recipe, *, data_dir: str | None, output: str | Path, device: s
     start_epoch, start_step, num_updates, best_top1, skipped_steps = 0, 0, 0, -1.0, 0
     totals = (0.0, 0, 0.0)  # this epoch so far: loss sum, images seen, seconds
     if resume:
-        tag, weights, state = latest_checkpoint(ckpt_dir, warn=lambda m: _say(env, m))
+        tag, weights, state = latest_checkpoint(ckpt_dir, warn=lambda m: say(env, m))
         if state.get("recipe_sha256") != recipe.sha256:
-            raise SystemExit(f"--resume {run_dir}: checkpoint {tag} was made by another recipe "
+            raise CheckpointError(f"--resume {run_dir}: checkpoint {tag} was made by another recipe "
                              f"({str(state.get('recipe_sha256'))[:16]}), not {recipe.sha256[:16]}")
-        _unwrap(model).load_state_dict(weights)
+        unwrap_model(model).load_state_dict(weights)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
@@ -148,20 +151,20 @@ def train(recipe: Recipe, *, data_dir: str | None, output: str | Path, device: s
             start_epoch = state["epoch"] + 1
         else:
             start_epoch, start_step, totals = state["epoch"], state["step"], tuple(state["totals"][env.rank])
-        _say(env, f"resuming {run_dir} from checkpoint {tag}: epoch {start_epoch + 1}, step {start_step + 1}")
+        say(env, f"resuming {run_dir} from checkpoint {tag}: epoch {start_epoch + 1}, step {start_step + 1}")
     elif env.is_main:
         atomic_write_text(run_dir / "recipe.yaml", recipe.to_yaml())
         atomic_write_text(run_dir / "recipe.sha256", recipe.sha256 + "\n")
         if bad_images:
             atomic_write_text(run_dir / "bad_images.txt", "".join(f"{p}\t{why}\n" for p, why in bad_images))
-    _say(env, f"recipe {recipe.name}@{recipe.version} sha256={recipe.sha256[:16]} | {env.world_size} process(es), "
+    say(env, f"recipe {recipe.name}@{recipe.version} sha256={recipe.sha256[:16]} | {env.world_size} process(es), "
               f"batch {cfg['train']['global_batch_size']} = {env.world_size} x {batch_size}, lr {lr:g} | "
               f"{num_classes} classes, {len(train_set)} train / {len(val_set)} val images | run folder {run_dir}")
 
     def save(epoch: int, step: int, epoch_done: bool, loss_sum: torch.Tensor, seen: int, elapsed: float) -> Path:
         """A resumable checkpoint: every process's RNGs and epoch totals, gathered on the main process."""
-        rngs = _gather(rng_state(), env)
-        epoch_totals = _gather((loss_sum.item(), seen, elapsed), env)
+        rngs = gather(rng_state(), env)
+        epoch_totals = gather((loss_sum.item(), seen, elapsed), env)
         path = ckpt_dir / f"step-{num_updates:08d}.json"
         if env.is_main:
             state = {"epoch": epoch, "step": step, "epoch_done": epoch_done, "num_updates": num_updates,
@@ -176,10 +179,10 @@ def train(recipe: Recipe, *, data_dir: str | None, output: str | Path, device: s
     def check() -> bool:
         """Every process agrees at the same step: a non-finite loss since the last check stops the run (naming
         its step and the last good checkpoint); a signal asks to stop (True) after a checkpoint."""
-        bad_at, stop = _flags(nonfinite_at, stopper.requested, env)
+        bad_at, stop = agree_flags(nonfinite_at, stopper.requested, env)
         if bad_at >= 0:
             good = resumable_checkpoints(ckpt_dir)
-            raise SystemExit(
+            raise TrainingError(
                 f"loss is {nonfinite_loss.item() if nonfinite_at >= 0 else 'not finite'} at epoch "
                 f"{(bad_at - 1) // steps_per_epoch + 1}, step {(bad_at - 1) % steps_per_epoch + 1} (update {bad_at}); "
                 f"stopped. The last good checkpoint is "
@@ -218,7 +221,7 @@ def train(recipe: Recipe, *, data_dir: str | None, output: str | Path, device: s
                 num_updates += 1
                 scheduler.step_update(num_updates)
                 if ema is not None:
-                    ema.update(_unwrap(model), step=num_updates)
+                    ema.update(unwrap_model(model), step=num_updates)
                 loss_sum += torch.where(finite, loss.detach().double() * images.shape[0], 0.0)
                 seen += images.shape[0]
                 save_now = recovery_interval > 0 and num_updates % recovery_interval == 0
@@ -232,10 +235,10 @@ def train(recipe: Recipe, *, data_dir: str | None, output: str | Path, device: s
                         path = save(epoch, step + 1, False, loss_sum, seen, time.perf_counter() - started)
                     if stop_now:
                         bar.close()
-                        _say(env, f"{stopper.name}: saved {path}; continue with --resume {run_dir}")
-                        raise SystemExit(128 + stopper.signum)
+                        raise TrainingStopped(f"{stopper.name}: saved {path}; continue with --resume {run_dir}",
+                                              signum=stopper.signum)
             epoch_s = time.perf_counter() - started
-            train_loss = _mean_over_processes(loss_sum, seen, env)
+            train_loss = mean_over_processes(loss_sum, seen, env)
 
             val = evaluate(model, val_loader, dev, runtime, env)
             ema_top1 = evaluate(ema.module, val_loader, dev, runtime, env)["top1"] if ema is not None else None
@@ -256,17 +259,17 @@ def train(recipe: Recipe, *, data_dir: str | None, output: str | Path, device: s
                 tqdm.write(f"epoch {epoch + 1}/{epochs}: loss {train_loss:.4f}  top1 {val['top1']:.2f}  "
                            f"top5 {val['top5']:.2f}  {row['images_per_s']:.0f} img/s  ({epoch_s:.0f} s)")
             path = save(epoch, steps_per_epoch, True, loss_sum, seen, epoch_s)
-            if _flags(torch.tensor(-1, device=dev), stopper.requested, env)[1]:  # a signal during evaluation
-                _say(env, f"{stopper.name}: saved {path}; continue with --resume {run_dir}")
-                raise SystemExit(128 + stopper.signum)
+            if agree_flags(torch.tensor(-1, device=dev), stopper.requested, env)[1]:  # a signal during evaluation
+                raise TrainingStopped(f"{stopper.name}: saved {path}; continue with --resume {run_dir}",
+                                      signum=stopper.signum)
             if stop:
-                _say(env, f"early stopping after epoch {epoch + 1}: no improvement of {early_stop.metric}")
+                say(env, f"early stopping after epoch {epoch + 1}: no improvement of {early_stop.metric}")
                 break
     finally:
         stopper.restore()
 
     # ---- summary: every process checks it holds the same weights
-    checksums = _gather(_checksum(_unwrap(model)), env)
+    checksums = gather(_checksum(unwrap_model(model)), env)
     if env.is_main:
         rows = read_metrics(run_dir / "metrics.csv")
         summary = run_summary(recipe, rows, env, batch_size=batch_size, lr=lr, device=dev, checksums=checksums,
@@ -274,7 +277,7 @@ def train(recipe: Recipe, *, data_dir: str | None, output: str | Path, device: s
                               best_top1=max((r["top1"] for r in rows), default=None), demo=demo,
                               skipped_steps=int(skipped_steps), bad_images_left_out=len(bad_images))
         atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-        _say(env, f"done: best top-1 {summary['best_top1']:.2f}%  run folder: {run_dir}")
+        say(env, f"done: best top-1 {summary['best_top1']:.2f}%  run folder: {run_dir}")
     if env.distributed:
         dist.barrier()
         dist.destroy_process_group()
@@ -306,31 +309,6 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, dev: torch.device, runt
 
 
 # ---------------------------------------------------------------------------------------------------------
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    model = getattr(model, "module", model)
-    return getattr(model, "_orig_mod", model)
-
-
-def _say(env: Any, message: str) -> None:
-    if env.is_main:
-        tqdm.write(message)
-
-
-def _gather(obj: Any, env: Any) -> list[Any]:
-    if not env.distributed:
-        return [obj]
-    out: list[Any] = [None] * env.world_size
-    dist.all_gather_object(out, obj)
-    return out
-
-
-def _mean_over_processes(total: torch.Tensor, count: int, env: Any) -> float:
-    both = torch.stack([total.double(), torch.tensor(float(count), device=total.device, dtype=torch.float64)])
-    if env.distributed:
-        dist.all_reduce(both)
-    return (both[0] / both[1].clamp(min=1)).item()
-
-
 def _checksum(model: torch.nn.Module) -> str:
     import hashlib
 
@@ -364,17 +342,6 @@ class _SignalStop:
     def restore(self) -> None:
         for sig, handler in self._old.items():
             signal.signal(sig, handler)
-
-
-def _flags(nonfinite_at: torch.Tensor, stop: bool, env: Any) -> tuple[int, bool]:
-    """(first update with a non-finite loss or -1, stop requested), agreed by every process so that all of them
-    stop at the same step."""
-    if not env.distributed:
-        return int(nonfinite_at), stop
-    both = torch.stack([nonfinite_at.double(), torch.tensor(float(stop), device=nonfinite_at.device,
-                                                            dtype=torch.float64)])
-    dist.all_reduce(both, op=dist.ReduceOp.MAX)
-    return int(both[0]), bool(both[1])
 
 
 def forward_loss(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, *, mix: Any, criterion: Any,
@@ -418,7 +385,7 @@ def _write_or_exit(write: Any, *args: Any, **kwargs: Any) -> Any:
     try:
         return write(*args, **kwargs)
     except OSError as err:
-        raise SystemExit(f"cannot write a checkpoint to {args[0]}: {err.strerror or err}; the previous checkpoint "
+        raise CheckpointError(f"cannot write a checkpoint to {args[0]}: {err.strerror or err}; the previous checkpoint "
                          "is intact. Free space and continue with --resume RUN_DIR") from None
 
 
@@ -426,7 +393,7 @@ def _run_dir(recipe: Recipe, output: str | Path, resume: str | Path | None, env:
     if resume:
         run_dir = Path(resume)
         if not resumable_checkpoints(run_dir / "checkpoints"):
-            raise SystemExit(f"--resume {run_dir}: no checkpoint there (checkpoints/step-*.json); the run stopped "
+            raise CheckpointError(f"--resume {run_dir}: no checkpoint there (checkpoints/step-*.json); the run stopped "
                              "before its first save")
         return run_dir
     stamp = time.strftime("%Y%m%d-%H%M%S")

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
+from ..errors import DataError
 
 __all__ = ["NUM_CLASSES", "IGNORE_INDEX", "ADE20KSegmentation", "segmentation_transforms", "collate"]
 
@@ -40,15 +41,15 @@ class ADE20KSegmentation(Dataset):
         self.root, self.transforms = Path(root), transforms
         image_dir, label_dir = self.root / "images" / split, self.root / "annotations" / split
         if not image_dir.is_dir() or not label_dir.is_dir():
-            raise SystemExit(f"data: no {image_dir} or {label_dir}; --data-dir must be the ADEChallengeData2016 "
+            raise DataError(f"data: no {image_dir} or {label_dir}; --data-dir must be the ADEChallengeData2016 "
                              "folder (images/ and annotations/, each with training/ and validation/)")
         self.images = sorted(image_dir.glob("*.jpg"))
         self.labels = [label_dir / f"{p.stem}.png" for p in self.images]
         missing = [str(p) for p in self.labels if not p.is_file()]
         if missing:
-            raise SystemExit(f"data: {len(missing)} image(s) of {image_dir} have no annotation, e.g. {missing[0]}")
+            raise DataError(f"data: {len(missing)} image(s) of {image_dir} have no annotation, e.g. {missing[0]}")
         if not self.images:
-            raise SystemExit(f"data: no .jpg images in {image_dir}")
+            raise DataError(f"data: no .jpg images in {image_dir}")
 
     def __len__(self) -> int:
         return len(self.images)
@@ -56,7 +57,7 @@ class ADE20KSegmentation(Dataset):
     def label(self, index: int) -> torch.Tensor:
         raw = np.asarray(Image.open(self.labels[index]), dtype=np.int64)
         if raw.ndim != 2:
-            raise SystemExit(f"{self.labels[index]}: an ADE20K annotation is a single-channel PNG of class indices")
+            raise DataError(f"{self.labels[index]}: an ADE20K annotation is a single-channel PNG of class indices")
         label = raw - 1
         label[raw == 0] = IGNORE_INDEX  # "other objects": not scored
         return torch.from_numpy(label)

@@ -26,6 +26,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
+from ..errors import RecipeError, WeightsError
 
 __all__ = ["WEIGHT_FORMS", "classifier_weights", "create_body", "build_transfer_model", "MultiScaleRCNNTransform",
            "FPNBackbone", "DilatedBackbone", "head_modules", "TASK_MODELS"]
@@ -38,7 +39,7 @@ WEIGHT_FORMS = ("a tricks-train run folder (its checkpoints/best.safetensors), A
 TASK_MODELS = {"detection": "fasterrcnn_fpn", "segmentation": "fcn"}
 
 
-class BackboneWeightsError(SystemExit):
+class BackboneWeightsError(WeightsError):
     """The backbone's weights cannot be had or do not fit: the run stops before reading any data."""
 
 
@@ -53,7 +54,7 @@ def classifier_weights(spec: str, arch: str) -> dict[str, torch.Tensor] | None:
     import timm
     import yaml
 
-    from ..build import run_weights_file
+    from ..weights import run_weights_file
     from ..checkpoint import load_weights
     from ..hub import HubError, pretrained_overlay
 
@@ -85,7 +86,7 @@ def classifier_weights(spec: str, arch: str) -> dict[str, torch.Tensor] | None:
     except BackboneWeightsError:
         raise
     except HubError as err:  # only pickled weights there
-        raise _fail(spec, str(err.code)) from None
+        raise _fail(spec, str(err)) from None
     except Exception as err:  # no network, no cache, a corrupt file: all end the same way, before training
         raise _fail(spec, f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from None
     raise _fail(spec, "it is no file, folder or pretrained tag")
@@ -120,7 +121,7 @@ def _freeze_stages(body: nn.Module, trainable_stages: int) -> None:
     boundary = levels[frozen - 1]
     target = next((n for n in (boundary, boundary.replace(".", "_")) if n in names), None)  # FeatureListNet: '_'
     if target is None:
-        raise SystemExit(f"backbone.trainable_stages: cannot find the feature level '{boundary}' among the "
+        raise RecipeError(f"backbone.trainable_stages: cannot find the feature level '{boundary}' among the "
                          f"backbone's modules; use trainable_stages: 5 (train all)")
     last = names.index(target)
     for i, (name, module) in enumerate(modules):
@@ -138,13 +139,13 @@ def create_body(backbone: Mapping[str, Any], *, output_stride: int | None = None
     import timm
     from timm.layers import freeze_batch_norm_2d
 
-    from ..build import check_model_name
+    from ..models import check_model_name
 
     arch = backbone["model"]
     try:
         check_model_name(arch)
-    except SystemExit as err:
-        raise SystemExit(str(err.code).replace("model.name:", "backbone.model:", 1)) from None
+    except RecipeError as err:
+        raise RecipeError(str(err).replace("model.name:", "backbone.model:", 1)) from None
     kwargs = dict(backbone.get("kwargs") or {})
     if output_stride is not None and output_stride != 32:
         kwargs["output_stride"] = output_stride
@@ -152,7 +153,7 @@ def create_body(backbone: Mapping[str, Any], *, output_stride: int | None = None
     if load_weights:
         spec = backbone.get("weights")
         if not spec:
-            raise SystemExit(
+            raise WeightsError(
                 "backbone.weights is not set: give the classifier to start from, e.g. train it with "
                 f"`tricks-train --recipe {backbone.get('source') or 'resnet50d_all'} --data-dir IMAGENET` "
                 f"and add --set backbone.weights=RUN_DIR. It can be {WEIGHT_FORMS}.")
@@ -243,7 +244,7 @@ def build_transfer_model(cfg: Mapping[str, Any], num_classes: int, *, load_weigh
     pretrained weights (for rebuilding a trained model before loading its own)."""
     task, name = cfg["task"], cfg["model"]["name"]
     if TASK_MODELS.get(task) != name:
-        raise SystemExit(f"model.name: a {task} recipe builds '{TASK_MODELS.get(task)}', not '{name}'")
+        raise RecipeError(f"model.name: a {task} recipe builds '{TASK_MODELS.get(task)}', not '{name}'")
     return (_faster_rcnn if task == "detection" else _fcn)(cfg, num_classes, load_weights)
 
 

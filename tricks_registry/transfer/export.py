@@ -25,9 +25,10 @@ from typing import Sequence
 import torch
 import yaml
 
-from ..build import run_weights_file
+from ..weights import run_weights_file
 from ..checkpoint import atomic_write_text, load_weights, save_weights
 from .backbones import build_transfer_model
+from ..errors import CheckpointError, TimmTricksError
 
 __all__ = ["export_transfer", "load_exported", "FORMAT"]
 
@@ -39,10 +40,10 @@ def export_transfer(run_dir: str | Path, out_dir: str | Path) -> Path:
     """Write ``out_dir`` (weights, config, card) from a transfer run folder's best (else last) weights."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     if not (run_dir / "recipe.yaml").is_file():
-        raise SystemExit(f"{run_dir}: not a tricks-train run folder (no recipe.yaml)")
+        raise CheckpointError(f"{run_dir}: not a tricks-train run folder (no recipe.yaml)")
     recipe = yaml.safe_load((run_dir / "recipe.yaml").read_text())
     if recipe.get("task", "classification") == "classification":
-        raise SystemExit(f"{run_dir}: a classification run; export it with tricks_registry.export_timm instead")
+        raise CheckpointError(f"{run_dir}: a classification run; export it with tricks_registry.export_timm instead")
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     weights_file = run_weights_file(run_dir)
@@ -132,11 +133,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         out = export_transfer(args.run_dir, args.out_dir)
-    except SystemExit as err:
-        if isinstance(err.code, str):
-            print(f"error: {err.code}", file=sys.stderr)
-            return 2
-        raise
+    except TimmTricksError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(f"wrote {out} (model.safetensors, config.json, README.md)")
     return 0
 

@@ -28,14 +28,16 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
-from ..build import build_scheduler, init_distributed
+from ..build import build_scheduler
+from ..distributed import init_distributed
 from ..checkpoint import append_metrics, atomic_write_png, atomic_write_text, latest_checkpoint, read_metrics, \
     rng_state, save_checkpoint, save_weights, set_rng_state
+from ..errors import CheckpointError, DataError, RecipeError, TrainingError
 from ..parts import Pipeline, compose, parts_from_config
 from ..recipe import Recipe, per_device_batch
 from ..registry import build_trick
-from ..train import _checksum, _flags, _gather, _run_dir, _say, _unwrap, _write_or_exit, backward_update, \
-    run_summary
+from ..distributed import agree_flags, gather, say, unwrap_model
+from ..train import _checksum, _run_dir, _write_or_exit, backward_update, run_summary
 from ..tricks.efficiency import autocast, grad_scaler
 from ..tricks.optimizers import decay_all_params
 from . import ade20k, voc
@@ -60,7 +62,7 @@ def train(recipe: Recipe, *, data_dir: str | None, output: str | Path, device: s
     """Fine-tune the recipe's detector or segmenter; returns the run folder (the same on every process)."""
     cfg, task = recipe.data, recipe.data["task"]
     if TASK_DATASETS.get(task) != cfg["transfer"]["dataset"]:
-        raise SystemExit(f"transfer.dataset: a {task} recipe trains on {TASK_DATASETS.get(task)}, "
+        raise RecipeError(f"transfer.dataset: a {task} recipe trains on {TASK_DATASETS.get(task)}, "
                          f"not {cfg['transfer']['dataset']}")
     env = init_distributed(device)
     dev = env.device
@@ -75,7 +77,7 @@ def train(recipe: Recipe, *, data_dir: str | None, output: str | Path, device: s
     # ---- model first (a missing backbone checkpoint stops the run before any data is read; a resumed run
     # loads its own weights below), then data
     if not data_dir:
-        raise SystemExit(f"--data-dir is required: the {'VOCdevkit' if task == 'detection' else 'ADEChallengeData2016'}"
+        raise DataError(f"--data-dir is required: the {'VOCdevkit' if task == 'detection' else 'ADEChallengeData2016'}"
                          " folder")
     num_classes = len(voc.VOCDetection.classes) if task == "detection" else ade20k.NUM_CLASSES
     model = build_transfer_model(cfg, num_classes, load_weights=not resume).to(dev)
@@ -93,7 +95,7 @@ def train(recipe: Recipe, *, data_dir: str | None, output: str | Path, device: s
                             batch_size=batch_size if task == "detection" else 1, shuffle=False, **loader_args)
     steps_per_epoch = len(train_loader)
     if steps_per_epoch == 0:
-        raise SystemExit(f"data: {len(train_set)} training images make no batch of {batch_size} per process; "
+        raise DataError(f"data: {len(train_set)} training images make no batch of {batch_size} per process; "
                          "lower train.global_batch_size")
 
     # ---- optimizer (new layers at head_lr_mult x the LR), per-iteration schedule with warmup, AMP scaler
@@ -109,20 +111,20 @@ def train(recipe: Recipe, *, data_dir: str | None, output: str | Path, device: s
     ckpt_dir = run_dir / "checkpoints"
     start_epoch, num_updates, best = 0, 0, -1.0
     if resume:
-        tag, weights, state = latest_checkpoint(ckpt_dir, warn=lambda m: _say(env, m))
+        tag, weights, state = latest_checkpoint(ckpt_dir, warn=lambda m: say(env, m))
         if state.get("recipe_sha256") != recipe.sha256:
-            raise SystemExit(f"--resume {run_dir}: checkpoint {tag} was made by another recipe")
-        _unwrap(model).load_state_dict(weights)
+            raise CheckpointError(f"--resume {run_dir}: checkpoint {tag} was made by another recipe")
+        unwrap_model(model).load_state_dict(weights)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"][env.rank])
         start_epoch, num_updates, best = state["epoch"] + 1, state["num_updates"], state["best"]
-        _say(env, f"resuming {run_dir} from checkpoint {tag}: epoch {start_epoch + 1}")
+        say(env, f"resuming {run_dir} from checkpoint {tag}: epoch {start_epoch + 1}")
     elif env.is_main:
         atomic_write_text(run_dir / "recipe.yaml", recipe.to_yaml())
         atomic_write_text(run_dir / "recipe.sha256", recipe.sha256 + "\n")
-    _say(env, f"recipe {recipe.name}@{recipe.version} sha256={recipe.sha256[:16]} | {task}: "
+    say(env, f"recipe {recipe.name}@{recipe.version} sha256={recipe.sha256[:16]} | {task}: "
               f"{cfg['model']['name']} on {cfg['backbone']['model']} ({cfg['backbone']['weights']}) | "
               f"{env.world_size} process(es), batch {cfg['train']['global_batch_size']} = {env.world_size} x "
               f"{batch_size}, lr {lr:g} | {len(train_set)} train / {len(val_set)} val images | run folder {run_dir}")
@@ -149,8 +151,8 @@ def train(recipe: Recipe, *, data_dir: str | None, output: str | Path, device: s
             loss = sum(losses.values())
             finite = torch.isfinite(loss.detach())
             # a non-finite loss stops the run, every process at the same step (fp16's grad scaler skips it itself)
-            if not scaler.is_enabled() and _flags(torch.where(finite, -1, num_updates + 1), False, env)[0] >= 0:
-                raise SystemExit(f"loss is {loss.item()} at epoch {epoch + 1}, step {step + 1}; lower the LR or "
+            if not scaler.is_enabled() and agree_flags(torch.where(finite, -1, num_updates + 1), False, env)[0] >= 0:
+                raise TrainingError(f"loss is {loss.item()} at epoch {epoch + 1}, step {step + 1}; lower the LR or "
                                  f"set train.grad_clip; continue from the last epoch with --resume {run_dir}")
             backward_update(loss, model=model, optimizer=optimizer, scaler=scaler, grad_clip=cfg["train"]["grad_clip"])
             num_updates += 1
@@ -164,7 +166,7 @@ def train(recipe: Recipe, *, data_dir: str | None, output: str | Path, device: s
         epoch_s = time.perf_counter() - started
         if env.distributed:
             dist.all_reduce(sums)
-            for buffer in _unwrap(model).buffers():  # BN statistics: rank 0's, as DDP's next forward would make them
+            for buffer in unwrap_model(model).buffers():  # BN statistics: rank 0's, as DDP's next forward would make them
                 dist.broadcast(buffer, src=0)
         row: dict[str, Any] = {f: (sums[i] / max(seen * env.world_size, 1)).item()
                                for i, f in enumerate(fields) if f == "train_loss" or f.startswith("loss_")}
@@ -173,12 +175,12 @@ def train(recipe: Recipe, *, data_dir: str | None, output: str | Path, device: s
 
         evaluated = (epoch + 1) % cfg["transfer"]["eval_every"] == 0 or epoch + 1 == epochs
         if evaluated:  # the bare module: processes may hold different numbers of validation images
-            row.update(evaluate_detection(_unwrap(model), val_loader, dev, runtime, env, num_classes,
+            row.update(evaluate_detection(unwrap_model(model), val_loader, dev, runtime, env, num_classes,
                                           cfg["transfer"]["ap_metric"], progress) if task == "detection" else
-                       evaluate_segmentation(_unwrap(model), val_loader, dev, runtime, env, num_classes, progress))
+                       evaluate_segmentation(unwrap_model(model), val_loader, dev, runtime, env, num_classes, progress))
         improved = evaluated and row[best_key] > best
         best = max(best, row[best_key]) if evaluated else best
-        rngs = _gather(rng_state(), env)
+        rngs = gather(rng_state(), env)
         if env.is_main:
             append_metrics(run_dir / "metrics.csv", row, fields)
             meta = {"epoch": epoch + 1, best_key: row.get(best_key), "recipe_sha256": recipe.sha256}
@@ -196,7 +198,7 @@ def train(recipe: Recipe, *, data_dir: str | None, output: str | Path, device: s
                        f"{row['images_per_s']:.1f} img/s  ({epoch_s:.0f} s)")
 
     # ---- summary: every process checks it holds the same weights
-    checksums = _gather(_checksum(_unwrap(model)), env)
+    checksums = gather(_checksum(unwrap_model(model)), env)
     if env.is_main:
         rows = read_metrics(run_dir / "metrics.csv")
         scored = [r[best_key] for r in rows if r.get(best_key) is not None]
@@ -206,7 +208,7 @@ def train(recipe: Recipe, *, data_dir: str | None, output: str | Path, device: s
                               dataset=cfg["transfer"]["dataset"], num_classes=num_classes, classes=classes,
                               **{f"best_{best_key}": max(scored, default=None)})
         atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-        _say(env, f"done: best {best_key} {summary[f'best_{best_key}']}  run folder: {run_dir}")
+        say(env, f"done: best {best_key} {summary[f'best_{best_key}']}  run folder: {run_dir}")
     if env.distributed:
         dist.barrier()
         dist.destroy_process_group()
@@ -234,7 +236,7 @@ def evaluate_detection(model: torch.nn.Module, loader: DataLoader, dev: torch.de
             outputs = model([i.to(dev) for i in images])
         dets += [{k: o[k].float().cpu().numpy() for k in ("boxes", "scores", "labels")} for o in outputs]
         gts += [{k: t[k].numpy() for k in ("boxes", "labels", "difficult")} for t in targets]
-    pairs = [p for part in _gather(list(zip(dets, gts)), env) for p in part]
+    pairs = [p for part in gather(list(zip(dets, gts)), env) for p in part]
     result = voc_detection_map([d for d, _ in pairs], [g for _, g in pairs], num_classes, metric=metric)
     return {"map": 100.0 * result["map"]}
 
@@ -290,7 +292,7 @@ def _refuse_classification_tricks(pipeline: Pipeline, task: str) -> None:
     used += [(key, "runtime") for key in pipeline.runtime if key != "amp"]
     if used:
         name, what = used[0]
-        raise SystemExit(f"tricks.{name}: the {task} loop does not apply {what} tricks (it uses "
+        raise RecipeError(f"tricks.{name}: the {task} loop does not apply {what} tricks (it uses "
                          f"{_TRANSFER_TRICK_SLOTS}); remove it with --set tricks.{name}=null")
 
 

@@ -29,6 +29,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 from tqdm import tqdm
+from ..errors import DataError
 
 __all__ = ["VOC_CLASSES", "parse_splits", "read_annotation", "VOCDetection", "detection_transforms", "collate"]
 
@@ -42,7 +43,7 @@ def parse_splits(split: str) -> list[tuple[str, str]]:
     for part in split.split("+"):
         year, sep, image_set = part.strip().partition("/")
         if not sep or not year or not image_set:
-            raise SystemExit(f"data split '{split}': each part must look like VOC2007/trainval (a year folder and "
+            raise DataError(f"data split '{split}': each part must look like VOC2007/trainval (a year folder and "
                              f"an ImageSets/Main list), joined with '+'")
         out.append((year, image_set))
     return out
@@ -55,7 +56,7 @@ def read_annotation(path: Path) -> dict[str, Any]:
     for obj in root.iter("object"):
         name = obj.findtext("name", "").strip()
         if name not in VOC_CLASSES:
-            raise SystemExit(f"{path}: unknown class '{name}'; VOC has {', '.join(VOC_CLASSES)}")
+            raise DataError(f"{path}: unknown class '{name}'; VOC has {', '.join(VOC_CLASSES)}")
         box = obj.find("bndbox")
         xmin, ymin, xmax, ymax = (float(box.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))
         boxes.append([xmin - 1, ymin - 1, xmax, ymax])
@@ -79,7 +80,7 @@ class VOCDetection(Dataset):
             folder = self.devkit / year
             listing = folder / "ImageSets" / "Main" / f"{image_set}.txt"
             if not listing.is_file():
-                raise SystemExit(f"data: no {listing}; --data-dir must be a VOCdevkit folder holding {year}/ "
+                raise DataError(f"data: no {listing}; --data-dir must be a VOCdevkit folder holding {year}/ "
                                  f"(JPEGImages, Annotations, ImageSets/Main/{image_set}.txt)")
             ids += [(folder, line.split()[0]) for line in listing.read_text().splitlines() if line.strip()]
         self.images = [folder / "JPEGImages" / f"{i}.jpg" for folder, i in ids]
