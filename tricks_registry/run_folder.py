@@ -1,0 +1,173 @@
+"""The run folder: its layout, writing it, and reading it back. The one owner of these file names.
+
+A run folder (``runs/<recipe>-v<version>-<stamp>/``) holds::
+
+    recipe.yaml            the resolved recipe as trained (header: name@version, sha256, lineage)
+    recipe.sha256          its SHA-256, checked whenever the recipe is read back
+    metrics.csv            one row per epoch (the task's metric fields)
+    summary.json           written when the run ends: a run with one is finished
+    bad_images.txt         images left out by --skip-bad-images (path<TAB>why), when any
+    curves.png, lr_schedule.png
+    checkpoints/best.safetensors, last.safetensors    weights + manifest
+    checkpoints/step-NNNNNNNN.{safetensors,state.pt,json}   resumable checkpoints (see :mod:`.checkpoint`)
+
+Training writes through :class:`RunFolder`; resume, the Hub export, the transfer backbone, the
+distillation teacher and ``tricks ablate`` read through it, so the recipe's hash is checked in one place.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+from .errors import CheckpointError, RecipeError
+
+if TYPE_CHECKING:
+    from .recipe import Recipe
+
+__all__ = ["RunFolder", "RECIPE_FILE", "RECIPE_HASH_FILE", "METRICS_FILE", "SUMMARY_FILE", "BAD_IMAGES_FILE",
+           "CURVES_FILE", "LR_SCHEDULE_FILE", "CHECKPOINTS_DIR", "WEIGHT_TAGS", "is_run_folder", "run_folder_name"]
+
+RECIPE_FILE = "recipe.yaml"
+RECIPE_HASH_FILE = "recipe.sha256"
+METRICS_FILE = "metrics.csv"
+SUMMARY_FILE = "summary.json"
+BAD_IMAGES_FILE = "bad_images.txt"
+CURVES_FILE = "curves.png"
+LR_SCHEDULE_FILE = "lr_schedule.png"
+CHECKPOINTS_DIR = "checkpoints"
+#: the weights a run keeps beside its resumable checkpoints, in the order a reader prefers them
+WEIGHT_TAGS = ("best", "last")
+
+
+def is_run_folder(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a folder that ``tricks-train`` wrote (it holds a ``recipe.yaml``)."""
+    return (Path(path) / RECIPE_FILE).is_file()
+
+
+def run_folder_name(recipe: "Recipe") -> str:
+    """``<name>-v<version>-<YYYYmmdd-HHMMSS>``: a new run's folder name."""
+    return f"{recipe.name}-v{recipe.version}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """One run folder at ``path``; every path and reader of a run goes through here."""
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+    # ---- layout
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / CHECKPOINTS_DIR
+
+    def file(self, name: str) -> Path:
+        """A file of the run folder by its name (one of this module's ``*_FILE`` constants)."""
+        return self.path / name
+
+    def weights_file(self, tag: str) -> Path:
+        """``checkpoints/<tag>.safetensors`` (``tag`` in :data:`WEIGHT_TAGS`, or ``best_ema`` / ``last_ema``)."""
+        return self.checkpoints / f"{tag}.safetensors"
+
+    # ---- writing (the main process only)
+    @classmethod
+    def create(cls, output: str | os.PathLike, name: str) -> "RunFolder":
+        """A new, empty run folder ``output/name`` (an existing one is an error, never overwritten)."""
+        folder = cls(Path(output) / name)
+        try:
+            folder.checkpoints.mkdir(parents=True, exist_ok=False)
+        except FileExistsError:
+            raise CheckpointError(f"{folder.path}: a run folder of that name exists already; not overwriting it") \
+                from None
+        return folder
+
+    def write_recipe(self, recipe: "Recipe") -> None:
+        from .checkpoint import atomic_write_text
+
+        atomic_write_text(self.file(RECIPE_FILE), recipe.to_yaml())
+        atomic_write_text(self.file(RECIPE_HASH_FILE), recipe.sha256 + "\n")
+
+    def write_bad_images(self, bad_images: Sequence[tuple[str, str]]) -> None:
+        from .checkpoint import atomic_write_text
+
+        atomic_write_text(self.file(BAD_IMAGES_FILE), "".join(f"{p}\t{why}\n" for p, why in bad_images))
+
+    def append_metrics(self, row: Mapping[str, Any], fields: Sequence[str]) -> None:
+        from .checkpoint import append_metrics
+
+        append_metrics(self.file(METRICS_FILE), row, fields)
+
+    def write_summary(self, summary: Mapping[str, Any]) -> None:
+        from .checkpoint import atomic_write_text
+
+        atomic_write_text(self.file(SUMMARY_FILE), json.dumps(summary, indent=2) + "\n")
+
+    # ---- reading
+    def require(self, *names: str, why: str = "") -> None:
+        """Stop with a :class:`CheckpointError` naming the first of ``names`` the folder lacks."""
+        for name in names:
+            if not self.file(name).is_file():
+                raise CheckpointError(f"{self.file(name)}: missing" + (f"; {why}" if why else
+                                      " (is it a tricks-train run folder?)"))
+
+    def recipe_data(self) -> tuple[dict[str, Any], str]:
+        """The resolved recipe as trained and its SHA-256, checked against ``recipe.sha256`` (an edited recipe
+        is a :class:`RecipeError`)."""
+        import yaml
+
+        from .recipe import recipe_hash
+
+        self.require(RECIPE_FILE)
+        path = self.file(RECIPE_FILE)
+        data = yaml.safe_load(path.read_text())
+        sha = recipe_hash(data)
+        saved_file = self.file(RECIPE_HASH_FILE)
+        saved = saved_file.read_text().strip() if saved_file.is_file() else sha
+        if sha != saved:
+            raise RecipeError(f"the resolved recipe no longer matches its hash {saved[:16]} ({RECIPE_HASH_FILE}); "
+                              "it was edited. Use the run as it was trained", file=str(path))
+        return data, sha
+
+    def recipe(self) -> "Recipe":
+        """The run's resolved recipe (hash checked), as a :class:`~tricks_registry.recipe.Recipe`."""
+        from .recipe import Recipe
+
+        data, sha = self.recipe_data()
+        return Recipe(data=data, sha256=sha, source=str(self.file(RECIPE_FILE)),
+                      lineage=tuple(data.get("lineage", ())))
+
+    def recipe_sha256(self) -> str | None:
+        """The hash in ``recipe.sha256`` as written (not re-checked), or None."""
+        path = self.file(RECIPE_HASH_FILE)
+        return path.read_text().strip() if path.is_file() else None
+
+    def metrics(self) -> list[dict[str, Any]]:
+        """The rows of ``metrics.csv`` (none before the first epoch ends)."""
+        from .checkpoint import read_metrics
+
+        path = self.file(METRICS_FILE)
+        return read_metrics(path) if path.is_file() else []
+
+    def summary(self) -> dict[str, Any] | None:
+        """``summary.json``, or None while the run has not finished."""
+        path = self.file(SUMMARY_FILE)
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    @property
+    def finished(self) -> bool:
+        return self.file(SUMMARY_FILE).is_file()
+
+    def best_or_last_weights(self) -> tuple[str, Path]:
+        """``("best", checkpoints/best.safetensors)``, else the last weights; a :class:`CheckpointError` when
+        the run saved neither."""
+        for tag in WEIGHT_TAGS:
+            if self.weights_file(tag).is_file():
+                return tag, self.weights_file(tag)
+        raise CheckpointError(f"{self.checkpoints}: no best.safetensors or last.safetensors (no epoch of the run "
+                              "finished)")
