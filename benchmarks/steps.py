@@ -1,9 +1,10 @@
-"""The two training steps the benchmarks time: ours, built exactly as ``tricks_registry/train.py`` builds it,
+"""The two training steps the benchmarks time: ours, built by the same ``build_components`` as a training run,
 and a plain PyTorch loop written here by hand with the same settings.
 
-:class:`OurStep` calls the same functions as ``train.py``, in the same order, for the model, teacher,
-optimizer, schedule, scaler, criterion and batch mixing; the step's two halves are
-``tricks_registry.train.forward_loss`` and ``backward_update``, the very functions ``train.py``'s loop calls.
+:class:`OurStep` takes its model, teacher, optimizer, schedule, scaler, criterion and batch mixing from
+``tricks_registry.build.build_components``, the one set-up of every run; the step's two halves are
+``tricks_registry.tasks.classification.forward_loss`` and ``tricks_registry.loop.backward_update``, the very
+functions the training loop calls.
 
 :class:`PlainStep` is what a user would write without the registry: ``timm.create_model``, ``torch.optim.SGD``
 with the recipe's parameter groups, a per-step LR computed inline, mixup and label smoothing on one-hot
@@ -23,29 +24,21 @@ import torch.nn.functional as F
 from torch import nn
 
 import tricks_registry  # noqa: F401  (registers the tricks and the model_tweaks architectures)
-from tricks_registry import train as train_module
-from tricks_registry.build import apply_model_transforms, build_optimizer, build_scheduler
-from tricks_registry.models import build_model
-from tricks_registry.weights import load_teacher
+from tricks_registry.build import build_components
 from tricks_registry.checkpoint import state_dict_for_save
-from tricks_registry.parts import Pipeline, compose, parts_from_config
+from tricks_registry.distributed import unwrap_model as unwrap
+from tricks_registry.loop import backward_update
+from tricks_registry.parts import Pipeline
 from tricks_registry.recipe import Recipe
-from tricks_registry.tricks.control import make_ema
-from tricks_registry.tricks.efficiency import grad_scaler, prepare_model
-from tricks_registry.tricks.losses import make_criterion
-from tricks_registry.tricks.mixing import batch_transform
+from tricks_registry.tasks.classification import forward_loss
 
 __all__ = ["OurStep", "PlainStep", "step_source", "synthetic_batch", "unwrap"]
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    model = getattr(model, "module", model)
-    return getattr(model, "_orig_mod", model)
-
-
 def step_source() -> str:
     """Which code runs our step (recorded in every result's JSON)."""
-    return "tricks_registry.train.forward_loss + backward_update (the functions train.py's loop calls)"
+    return ("tricks_registry.tasks.classification.forward_loss + tricks_registry.loop.backward_update "
+            "(the functions the training loop calls), components from build.build_components")
 
 
 def synthetic_batch(batch: int, input_size: int, num_classes: int, device: torch.device,
@@ -82,34 +75,19 @@ class OurStep:
     def build(cls, recipe: Recipe, num_classes: int, device: torch.device, *, steps_per_epoch: int = 100,
               teacher: str | None = None) -> "OurStep":
         """The calls of ``train.py``'s set-up, in its order (data loading aside)."""
-        cfg = recipe.data
-        torch.manual_seed(cfg["train"]["seed"])
-        pipeline = compose(parts_from_config(cfg["tricks"]))
-        runtime = pipeline.runtime
-        model = apply_model_transforms(build_model(cfg["model"], num_classes), pipeline).to(device)
-        model = prepare_model(model, runtime)
-        ema = make_ema(getattr(model, "_orig_mod", model), runtime, device)
-        teacher_model = None
-        if pipeline.distillation is not None:
-            teacher_model = load_teacher(teacher or pipeline.distillation.teacher, num_classes, device)
-            teacher_model = prepare_model(teacher_model, {k: v for k, v in runtime.items() if k == "channels_last"})
-        optimizer = build_optimizer(getattr(model, "_orig_mod", model), pipeline, recipe.lr,
-                                    cfg["train"]["weight_decay"])
-        scheduler = build_scheduler(optimizer, pipeline, epochs=cfg["train"]["epochs"],
-                                    steps_per_epoch=steps_per_epoch)
-        scaler = grad_scaler(runtime, device.type)
-        criterion = make_criterion(pipeline, getattr(model, "_orig_mod", model))
-        mix = batch_transform(pipeline.batch_mixers, pipeline.label_smoothing, num_classes)
+        torch.manual_seed(recipe.data["train"]["seed"])
+        c = build_components(recipe, num_classes=num_classes, device=device, steps_per_epoch=steps_per_epoch,
+                             teacher=teacher)
+        model, scheduler = c.model, c.scheduler
         scheduler.step_update(0)
         model.train()
-        return cls(recipe=recipe, pipeline=pipeline, model=model, ema=ema, teacher_model=teacher_model,
-                   optimizer=optimizer, scheduler=scheduler, scaler=scaler, criterion=criterion, mix=mix,
+        return cls(recipe=recipe, pipeline=c.pipeline, model=model, ema=c.ema, teacher_model=c.teacher,
+                   optimizer=c.optimizer, scheduler=scheduler, scaler=c.scaler, criterion=c.criterion, mix=c.mix,
                    device=device, loss_sum=torch.zeros((), device=device))
 
     def step(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """One iteration of ``train.py``'s loop on a batch already on the device (one process: the checks that
         agree across processes reduce to reading the flag); returns the loss."""
-        forward_loss, backward_update = train_module.forward_loss, train_module.backward_update
         loss = forward_loss(self.model, images, labels, mix=self.mix, criterion=self.criterion,
                             runtime=self.pipeline.runtime, device_type=self.device.type,
                             teacher_model=self.teacher_model)

@@ -246,7 +246,7 @@ def test_disk_full_in_a_run_stops_it_with_a_message_and_the_last_checkpoint_resu
 
 
 def test_nan_loss_stops_naming_the_step_and_the_last_good_checkpoint(cifar_subset, tmp_path, monkeypatch):
-    import tricks_registry.train as train_module
+    import tricks_registry.build as train_module
 
     real = train_module.make_criterion
 

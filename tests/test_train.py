@@ -17,7 +17,7 @@ from tricks_registry.models import build_model
 from tricks_registry.checkpoint import load_checkpoint
 from tricks_registry.cli import main
 from tricks_registry.recipe import list_recipes, resolve
-from tricks_registry.train import _checksum
+from tricks_registry.loop import model_checksum as _checksum
 
 pytestmark = pytest.mark.slow
 

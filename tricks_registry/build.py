@@ -1,19 +1,134 @@
 """Build: from a resolved recipe and its composed tricks to timm's and torch's pieces.
 
-The training loop calls these and never sees a trick name. Each function is a few lines of wiring:
-the model (timm or torchvision), the optimizer (parameter policy + optimizer part), the per-iteration
-schedule, the distillation teacher, and the run's device/process setup.
+:func:`build_components` is the one set-up of a run: model, EMA, teacher, optimizer, scheduler, grad scaler,
+criterion, batch mixing and early stopping, from a resolved recipe. ``train``, ``lr-find`` and the benchmarks
+call it, and nothing else repeats it. The training loop then sees the components, never a trick name. A
+task (classification, detection, segmentation) says how its model and parameter groups are made; the rest
+is the same for every task.
 """
 from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping, Protocol
 
 import torch
 from torch import nn
 
-from .parts import Pipeline
+from .models import build_model
+from .parts import Pipeline, compose, parts_from_config
+from .recipe import Recipe
 from .registry import build_trick
+from .tricks.control import EarlyStopping, make_early_stopping, make_ema
+from .tricks.efficiency import grad_scaler, prepare_model
+from .tricks.losses import make_criterion
+from .tricks.mixing import batch_transform
 from .tricks.optimizers import decay_all_params
+from .weights import load_teacher
 
-__all__ = ["apply_model_transforms", "build_optimizer", "build_scheduler", "schedule_part"]
+__all__ = ["Components", "ModelSource", "build_components", "build_classifier", "apply_model_transforms",
+           "build_optimizer", "build_scheduler", "parameter_groups", "schedule_part", "recipe_pipeline"]
+
+
+class ModelSource(Protocol):
+    """What :func:`build_components` asks of a task: its network and its parameter groups."""
+
+    def build_model(self, pipeline: Pipeline, num_classes: int, *, load_weights: bool) -> nn.Module: ...
+
+    def param_groups(self, model: nn.Module, pipeline: Pipeline, weight_decay: float) -> list[dict[str, Any]]: ...
+
+
+@dataclasses.dataclass
+class Components:
+    """Everything a run trains with, built from one recipe by :func:`build_components`."""
+
+    recipe: Recipe
+    pipeline: Pipeline
+    model: nn.Module  # on the device, prepared (channels-last, compiled); not yet wrapped in DDP
+    ema: Any  # timm.utils.ModelEmaV3 or None
+    teacher: nn.Module | None
+    optimizer: torch.optim.Optimizer
+    scheduler: Any  # a per-iteration timm scheduler (step_update)
+    scaler: torch.amp.GradScaler
+    criterion: nn.Module
+    mix: Any  # (images, labels) -> (images, soft targets)
+    early_stopping: EarlyStopping | None
+    num_classes: int
+    lr: float
+
+    @property
+    def runtime(self) -> Any:
+        return self.pipeline.runtime
+
+    @property
+    def bare_model(self) -> nn.Module:
+        """The model without ``torch.compile``'s wrapper (what the optimizer, EMA and penalties see)."""
+        return getattr(self.model, "_orig_mod", self.model)
+
+
+def recipe_pipeline(recipe: Recipe) -> Pipeline:
+    """The recipe's tricks composed into the pipeline's parts."""
+    return compose(parts_from_config(recipe.data["tricks"]))
+
+
+def build_classifier(recipe: Recipe, pipeline: Pipeline, num_classes: int) -> nn.Module:
+    """The recipe's classifier with its model-transform tricks applied (structure, init, zero-gamma)."""
+    return apply_model_transforms(build_model(recipe.data["model"], num_classes), pipeline)
+
+
+class _Classifier:
+    """The default :class:`ModelSource`: the recipe's classifier and the recipe's parameter policy."""
+
+    def __init__(self, recipe: Recipe) -> None:
+        self.recipe = recipe
+
+    def build_model(self, pipeline: Pipeline, num_classes: int, *, load_weights: bool) -> nn.Module:
+        return build_classifier(self.recipe, pipeline, num_classes)
+
+    def param_groups(self, model: nn.Module, pipeline: Pipeline, weight_decay: float) -> list[dict[str, Any]]:
+        return parameter_groups(model, pipeline, weight_decay)
+
+
+def build_components(recipe: Recipe, *, num_classes: int, device: torch.device, steps_per_epoch: int,
+                     task: ModelSource | None = None, pipeline: Pipeline | None = None, teacher: str | None = None,
+                     trust_pickle: bool = False, load_weights: bool = True) -> Components:
+    """Build every component of a run from a resolved recipe, in this order: model (the task's, default the
+    recipe's classifier) on ``device`` with the runtime's memory format and compile, EMA of it, the
+    distillation teacher (``teacher`` overrides the recipe's spec), optimizer over the task's parameter groups,
+    per-iteration scheduler over ``epochs x steps_per_epoch``, grad scaler, criterion, batch mixing, early
+    stopping. ``pipeline`` replaces the recipe's composed tricks (``lr-find`` drops distillation)."""
+    pipeline = pipeline if pipeline is not None else recipe_pipeline(recipe)
+    source = task if task is not None else _Classifier(recipe)
+    runtime = pipeline.runtime
+    model = source.build_model(pipeline, num_classes, load_weights=load_weights).to(device)
+    model = prepare_model(model, runtime)
+    bare = getattr(model, "_orig_mod", model)
+    ema = make_ema(bare, runtime, device)
+    teacher_model = None
+    if pipeline.distillation is not None:
+        teacher_model = load_teacher(teacher or pipeline.distillation.teacher, num_classes, device,
+                                     trust_pickle=trust_pickle)
+        teacher_model = prepare_model(teacher_model, _memory_format_only(runtime))
+    train_cfg = recipe.data["train"]
+    optimizer = (pipeline.optimizer or build_trick("sgd")).make(
+        source.param_groups(bare, pipeline, train_cfg["weight_decay"]), recipe.lr, train_cfg["weight_decay"])
+    scheduler = build_scheduler(optimizer, pipeline, epochs=train_cfg["epochs"], steps_per_epoch=steps_per_epoch)
+    return Components(
+        recipe=recipe, pipeline=pipeline, model=model, ema=ema, teacher=teacher_model, optimizer=optimizer,
+        scheduler=scheduler, scaler=grad_scaler(runtime, device.type), criterion=make_criterion(pipeline, bare),
+        mix=batch_transform(pipeline.batch_mixers, pipeline.label_smoothing, num_classes),
+        early_stopping=make_early_stopping(runtime), num_classes=num_classes, lr=recipe.lr)
+
+
+def _memory_format_only(runtime: Any) -> Any:
+    """The runtime the teacher runs with: the student's memory format, nothing else (no compile, no EMA)."""
+    if isinstance(runtime, Mapping):
+        return {k: v for k, v in runtime.items() if k == "channels_last"}
+    return type(runtime)(channels_last=runtime.channels_last)
+
+
+def parameter_groups(model: nn.Module, pipeline: Pipeline, weight_decay: float) -> list[dict[str, Any]]:
+    """The recipe's parameter policy over ``model`` (decay on everything by default, the paper's baseline)."""
+    return (pipeline.param_policy.groups if pipeline.param_policy else decay_all_params)(model, weight_decay)
 
 
 def apply_model_transforms(model: nn.Module, pipeline: Pipeline) -> nn.Module:
@@ -26,7 +141,7 @@ def apply_model_transforms(model: nn.Module, pipeline: Pipeline) -> nn.Module:
 def build_optimizer(model: nn.Module, pipeline: Pipeline, lr: float, weight_decay: float) -> torch.optim.Optimizer:
     """Parameter groups from the policy (decay on everything by default, the paper's baseline), then the
     optimizer part (plain momentum SGD when the recipe names none)."""
-    groups = (pipeline.param_policy.groups if pipeline.param_policy else decay_all_params)(model, weight_decay)
+    groups = parameter_groups(model, pipeline, weight_decay)
     optimizer = pipeline.optimizer or build_trick("sgd")
     return optimizer.make(groups, lr, weight_decay)
 

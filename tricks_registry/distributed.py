@@ -76,12 +76,12 @@ def gather(obj: Any, env: DistInfo) -> list[Any]:
     return out
 
 
-def mean_over_processes(total: torch.Tensor, count: int, env: DistInfo) -> float:
-    """``sum(total) / sum(count)`` over all processes."""
-    both = torch.stack([total.double(), torch.tensor(float(count), device=total.device, dtype=torch.float64)])
+def mean_over_processes(totals: torch.Tensor, count: int, env: DistInfo) -> list[float]:
+    """``sum(totals) / sum(count)`` over all processes, element by element (``totals`` 1-D)."""
+    both = torch.cat([totals.double(), torch.tensor([float(count)], device=totals.device, dtype=torch.float64)])
     if env.distributed:
         dist.all_reduce(both)
-    return (both[0] / both[1].clamp(min=1)).item()
+    return (both[:-1] / both[-1].clamp(min=1)).tolist()
 
 
 def agree_flags(nonfinite_at: torch.Tensor, stop: bool, env: DistInfo) -> tuple[int, bool]:

@@ -7,22 +7,20 @@ reading of Smith's plot; ``min_loss_lr / 10`` is reported beside it.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
 
-from .build import apply_model_transforms, build_optimizer
-from .models import build_model
+from .build import build_components, recipe_pipeline
 from .checkpoint import atomic_write_png, atomic_write_text
-from .parts import compose, parts_from_config
-from .recipe import Recipe
-from .tricks.augmentations import build_train_transform
-from .tricks.efficiency import autocast, prepare_input, prepare_model
-from .tricks.losses import make_criterion
-from .tricks.mixing import batch_transform
 from .errors import TrainingError
+from .recipe import Recipe
+from .tasks.classification import forward_loss, train_transform
 
 __all__ = ["LRFindResult", "lr_range_test", "suggest_lr"]
 
@@ -49,24 +47,15 @@ def suggest_lr(lrs: list[float], smoothed: list[float]) -> float:
 def lr_range_test(recipe: Recipe, train_set, *, steps: int = 100, start_lr: float = 1e-5, end_lr: float = 10.0,
                   batch_size: int | None = None, device: str = "cpu", beta: float = 0.9,
                   diverge_factor: float = 4.0, progress: bool = True) -> LRFindResult:
-    """Run the range test over ``train_set`` (its ``.classes`` give the class count) with the recipe's tricks."""
-    from torch.utils.data import DataLoader
-    from tqdm import tqdm
-
+    """Run the range test over ``train_set`` (its ``.classes`` give the class count) with the recipe's tricks
+    (its distillation left out: the test measures the student's own loss)."""
     cfg = recipe.data
     torch.manual_seed(cfg["train"]["seed"])
-    pipeline = compose(parts_from_config(cfg["tricks"]))
-    num_classes = len(train_set.classes)
-    train_set.transform = build_train_transform(pipeline.sample_transforms, input_size=cfg["data"]["input_size"],
-                                                mean=cfg["data"]["mean"], std=cfg["data"]["std"],
-                                                interpolation=cfg["data"]["interpolation"])
+    pipeline = dataclasses.replace(recipe_pipeline(recipe), distillation=None)
+    train_set.transform = train_transform(recipe, pipeline)
     dev = torch.device(device)
-    model = prepare_model(apply_model_transforms(build_model(cfg["model"], num_classes), pipeline).to(dev),
-                          pipeline.runtime)
-    optimizer = build_optimizer(model, pipeline, start_lr, cfg["train"]["weight_decay"])
-    dist_free = pipeline.distillation is None
-    criterion = make_criterion(pipeline if dist_free else _without_distillation(pipeline), model)
-    mix = batch_transform(pipeline.batch_mixers, pipeline.label_smoothing, num_classes)
+    c = build_components(recipe, num_classes=len(train_set.classes), device=dev, steps_per_epoch=1, pipeline=pipeline)
+    model, optimizer = c.model, c.optimizer
     loader = DataLoader(train_set, batch_size=batch_size or min(cfg["train"]["global_batch_size"], 64),
                         shuffle=True, drop_last=True, num_workers=cfg["data"]["workers"])
     gamma = (end_lr / start_lr) ** (1 / max(steps - 1, 1))
@@ -80,9 +69,8 @@ def lr_range_test(recipe: Recipe, train_set, *, steps: int = 100, start_lr: floa
             lr = start_lr * gamma ** step
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            images, targets = mix(images.to(dev), labels.to(dev))
-            with autocast(pipeline.runtime, dev.type):
-                loss = criterion(model(prepare_input(images, pipeline.runtime)).float(), targets)
+            loss = forward_loss(model, images.to(dev), labels.to(dev), mix=c.mix, criterion=c.criterion,
+                                runtime=c.runtime, device_type=dev.type)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -102,11 +90,6 @@ def lr_range_test(recipe: Recipe, train_set, *, steps: int = 100, start_lr: floa
         raise TrainingError("lr-find: the loss diverged within 3 steps; lower --start-lr")
     min_loss_lr = lrs[min(range(len(smoothed)), key=smoothed.__getitem__)]
     return LRFindResult(lrs, losses, smoothed, suggest_lr(lrs, smoothed), min_loss_lr)
-
-
-def _without_distillation(pipeline):
-    import dataclasses
-    return dataclasses.replace(pipeline, distillation=None)
 
 
 def write_outputs(result: LRFindResult, out_dir: Path, title: str) -> tuple[Path, Path]:
