@@ -170,14 +170,13 @@ def _coerce(trick: str, spec: ParamSpec, value: Any) -> Any:
         options = typing.get_args(ann)
         if value is None and type(None) in options:
             return None
-        errors = []
         for option in options:
             if option is type(None):
                 continue
             try:
                 return _coerce(trick, dataclasses.replace(spec, type=option), value)
-            except TrickError as err:
-                errors.append(err)
+            except TrickError:
+                pass  # try the next option; none fitting is the error below
         raise TrickError(f"expected {spec.type_name}, got {value!r}", trick=trick, param=spec.name)
     if origin is typing.Literal:
         if value in typing.get_args(ann):
