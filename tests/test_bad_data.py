@@ -132,3 +132,12 @@ def test_a_class_missing_from_val_is_an_error(data):
     (data / "val" / "frog").mkdir()
     with pytest.raises(DataError, match=r"frog in .*val hold no images"):
         image_folder_datasets(data, "train", "val")
+
+
+def test_a_missing_split_names_each_folder_looked_for_once(tmp_path: Path):
+    from tricks_registry.data import find_split
+
+    (tmp_path / "val").mkdir()
+    with pytest.raises(DataError, match=r"no 'train' folder in .* \(looked for train, training\);"):
+        find_split(tmp_path, "train")
+    assert find_split(tmp_path, "val") == tmp_path / "val"

@@ -83,7 +83,7 @@ def demo_datasets(val_fraction: float = 0.2, seed: int = 0) -> tuple[ArrayImageD
 
 def find_split(root: Path, split: str) -> Path:
     """``root/<split>``, or a usual synonym of it (val, validation, test)."""
-    candidates = (split,) + _SPLIT_SYNONYMS.get(split, ())
+    candidates = tuple(dict.fromkeys((split,) + _SPLIT_SYNONYMS.get(split, ())))  # each name once, in order
     for name in candidates:
         if (root / name).is_dir():
             return root / name
