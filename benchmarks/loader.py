@@ -52,7 +52,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     from tricks_registry.data import ResumableSampler, SeededDataset, find_split, image_folder_datasets
     from tricks_registry.parts import compose, parts_from_config
     from tricks_registry.recipe import resolve
-    from tricks_registry.tricks.augmentations import _merge_timm_kwargs, build_train_transform
+    from tricks_registry.tricks.augmentations import build_train_transform, merge_timm_kwargs as _merge_timm_kwargs
 
     root = cifar_dir(args.data_dir)
     recipe = resolve(args.recipe, [*args.overrides, f"data.input_size={args.input_size}"])

@@ -7,7 +7,11 @@ import torch
 from torch import nn
 
 import tricks_registry as tr
+from tricks_registry.parts import (AmpSettings, CompileSettings, EarlyStoppingSettings, EmaSettings, Runtime,
+                                   RuntimeSettings)
 from tricks_registry.tricks import control, efficiency
+
+OFF = RuntimeSettings()  # no runtime trick
 
 
 def _runtime(*names, **params):
@@ -19,22 +23,22 @@ def _runtime(*names, **params):
 def test_autocast_on_cpu_gives_bfloat16_matmul_and_nothing_without_amp():
     a, b = torch.randn(4, 8), torch.randn(8, 3)
     rt = _runtime("amp")
-    assert rt["amp"] == {"dtype_cuda": "float16", "dtype_cpu": "bfloat16"}
+    assert rt.amp == AmpSettings(dtype_cuda="float16", dtype_cpu="bfloat16")
     with efficiency.autocast(rt, "cpu"):
         out = a @ b
     assert out.dtype == torch.bfloat16
     assert torch.equal(out, (a.bfloat16() @ b.bfloat16()))
-    with efficiency.autocast({}, "cpu"):
+    with efficiency.autocast(OFF, "cpu"):
         assert (a @ b).dtype == torch.float32
     assert efficiency.amp_dtype(rt, "cuda") == torch.float16
     assert efficiency.amp_dtype(rt, torch.device("cuda:0")) == torch.float16
-    assert efficiency.amp_dtype({}, "cuda") is None
+    assert efficiency.amp_dtype(OFF, "cuda") is None
 
 
 def test_grad_scaler_only_for_float16_on_cuda(monkeypatch):
     rt = _runtime("amp")
     assert not efficiency.grad_scaler(rt, "cpu").is_enabled()
-    assert not efficiency.grad_scaler({}, "cpu").is_enabled()
+    assert not efficiency.grad_scaler(OFF, "cpu").is_enabled()
     calls = []
 
     class Recorder:
@@ -44,7 +48,7 @@ def test_grad_scaler_only_for_float16_on_cuda(monkeypatch):
     monkeypatch.setattr(torch.amp, "GradScaler", Recorder)
     efficiency.grad_scaler(rt, "cuda")
     efficiency.grad_scaler(_runtime("amp", amp={"dtype_cuda": "bfloat16"}), "cuda")
-    efficiency.grad_scaler({}, "cuda")
+    efficiency.grad_scaler(OFF, "cuda")
     efficiency.grad_scaler(rt, "cpu")
     assert calls == [("cuda", True), ("cpu", False), ("cpu", False), ("cpu", False)]
 
@@ -75,10 +79,10 @@ def test_channels_last_model_and_input_strides_and_same_output():
     with torch.no_grad():
         assert torch.allclose(model(xi), ref_model(x), atol=1e-5, rtol=1e-5)
     # off: untouched
-    assert efficiency.prepare_input(x, {}) is x
+    assert efficiency.prepare_input(x, OFF) is x
     assert efficiency.prepare_input(torch.randn(2, 3), rt).is_contiguous()
     plain = nn.Conv2d(3, 4, 3)
-    assert efficiency.prepare_model(plain, {}).weight.is_contiguous()
+    assert efficiency.prepare_model(plain, OFF).weight.is_contiguous()
 
 
 def test_compile_is_requested_last_with_mode(monkeypatch):
@@ -92,7 +96,7 @@ def test_compile_is_requested_last_with_mode(monkeypatch):
     rt = _runtime("compile", "channels_last", compile={"mode": "max-autotune"})
     assert efficiency.prepare_model(nn.Conv2d(3, 4, 3), rt) == "compiled"
     assert seen == [("max-autotune", True)]  # compiled after the memory-format change
-    assert efficiency.prepare_model(nn.Conv2d(3, 4, 3), {}) != "compiled"
+    assert efficiency.prepare_model(nn.Conv2d(3, 4, 3), OFF) != "compiled"
     assert len(seen) == 1
 
 
@@ -145,7 +149,7 @@ def test_ema_without_step_uses_plain_decay_and_off_gives_none():
     expected = 0.9998 * w0.double() + 0.0002 * model.weight.detach().double()
     assert torch.allclose(ema.module.weight.double(), expected, atol=1e-6, rtol=0)
     assert not torch.allclose(ema.module.weight, w0, atol=1e-5, rtol=0)  # it moved
-    assert control.make_ema(model, {}) is None
+    assert control.make_ema(model, OFF) is None
     with pytest.raises(tr.TrickError) as err:
         tr.build_trick("ema", decay=1.0)
     assert err.value.param == "decay"
@@ -163,7 +167,7 @@ def test_early_stopping_stops_exactly_after_patience_non_improving_steps():
     # an improvement resets the count
     s = control.EarlyStopping(patience=2)
     assert [s.step(v) for v in [1.0, 0.5, 2.0, 1.0, 1.0]] == [False, False, False, False, True]
-    assert control.make_early_stopping({}) is None
+    assert control.make_early_stopping(OFF) is None
 
 
 def test_early_stopping_min_mode_min_delta_and_nan():
@@ -204,5 +208,23 @@ def test_runtime_tricks_registered_and_compose():
     for name in ("ema", "early_stopping"):
         assert kinds[name] == "control"
     rt = _runtime("amp", "channels_last", "compile", "ema", "early_stopping")
-    assert set(rt) == {"amp", "channels_last", "compile", "ema", "early_stopping"}
-    assert rt["compile"] == {"mode": "default"} and math.isclose(rt["ema"]["decay"], 0.9998)
+    assert rt.set_names() == ("amp", "channels_last", "compile", "ema", "early_stopping")
+    assert rt.compile == CompileSettings(mode="default") and math.isclose(rt.ema.decay, 0.9998)
+    assert rt.early_stopping == EarlyStoppingSettings(patience=10, metric="top1", mode="max", min_delta=0.0)
+    assert _runtime("ema", "amp").set_names() == ("amp", "ema") and OFF.set_names() == ()
+
+
+def test_runtime_settings_are_typed_and_frozen_and_set_once():
+    import dataclasses
+
+    rt = _runtime("ema", "channels_last")
+    assert isinstance(rt, RuntimeSettings) and rt.ema == EmaSettings(decay=0.9998, warmup=False)
+    assert rt.amp is None and rt.compile is None and rt.early_stopping is None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        rt.ema = None
+    assert dataclasses.replace(rt, ema=None).set_names() == ("channels_last",)
+    with pytest.raises(tr.TrickError, match="sets runtime 'ema', which 'ema' sets already") as err:
+        tr.compose([tr.build_trick("ema"), Runtime(RuntimeSettings(ema=EmaSettings()), trick="my_ema")])
+    assert err.value.trick == "my_ema"
+    with pytest.raises(tr.TrickError, match="not RuntimeSettings"):
+        tr.compose([Runtime({"amp": True}, trick="untyped")])

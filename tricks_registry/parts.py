@@ -16,13 +16,17 @@ Composition rules (:func:`compose`), each failing with a :class:`TrickError` tha
   both can be on at once (the soft targets are smoothed mixtures);
 * with distillation and a mixer, the teacher sees the mixed batch (paper, Table 6, last row);
 * runtime settings must not set the same key twice.
+
+Each part also says how timm's own ``train.py`` expresses it (:meth:`export_timm`, returning :class:`TimmArgs`:
+argparse dests and values, comments, and notes on what ``train.py`` cannot express), or ``None`` when it has no
+equivalent there; :mod:`tricks_registry.export.timm_args` asks the parts and renders, knowing no trick name.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal, Mapping, Protocol, Sequence, Union
 
-from .registry import TrickError
+from .registry import TrickError, build_trick
 
 if TYPE_CHECKING:  # keep this module importable without torch for type checkers
     import torch
@@ -31,12 +35,61 @@ if TYPE_CHECKING:  # keep this module importable without torch for type checkers
 __all__ = [
     "StepScheduler", "ModelTransform", "ParamPolicy", "OptimizerPart", "Schedule", "Warmup",
     "LRScaling", "LabelSmoothing", "Distillation", "BatchMixer", "Penalty", "SampleTransform",
-    "Runtime", "Pipeline", "compose", "MODEL_TRANSFORM_ORDER",
+    "Runtime", "RuntimeSettings", "AmpSettings", "CompileSettings", "EmaSettings", "EarlyStoppingSettings",
+    "Pipeline", "compose", "parts_from_config", "MODEL_TRANSFORM_ORDER",
+    "TimmArgs", "TimmContext", "TimmExport", "TIMM_CONSTANT_SCHEDULE", "batch_mixers_timm_args",
+    "merge_timm_kwargs", "sample_transforms_timm_args",
 ]
 
 #: Where each model transform runs: structure first, then initialisation, zero-gamma after it.
 #: (channels-last and torch.compile are runtime settings, applied after these by the loop.)
 MODEL_TRANSFORM_ORDER: dict[str, int] = {"structure": 0, "init": 10, "zero_gamma": 20}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# what each part says to timm's train.py
+
+
+@dataclasses.dataclass(frozen=True)
+class TimmArgs:
+    """How timm's ``train.py`` expresses a part: its ``values`` (argparse *dest* -> value, in order), a
+    ``comments`` line above some of them, ``notes`` on what ``train.py`` cannot express (and what the export does
+    instead), ``model_kwargs`` for ``create_model`` and the ``device_modules`` train.py must import."""
+
+    values: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    comments: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+    model_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    device_modules: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class TimmContext:
+    """What a part may need to know of the recipe to say its timm flags."""
+
+    #: timm's name of the recipe's model
+    model: str
+    #: whether that is one of timm's ResNets (they take ``zero_init_last``)
+    timm_resnet: bool
+    #: the recipe's base LR (for the global batch) and epochs
+    lr: float
+    epochs: int
+    #: the recipe's warmup part, which the schedule applies
+    warmup: "Warmup | None" = None
+    #: a model name -> (timm's name for it, the device modules train.py needs to build it); may add notes
+    timm_model: Callable[[str], tuple[str, tuple[str, ...]]] = lambda name: (name, ())
+
+
+#: What a trick factory gives a part whose slot does not say its timm flags by itself: the :class:`TimmArgs`, a
+#: function of the :class:`TimmContext` that makes them, or ``None`` (no ``train.py`` equivalent).
+TimmExport = Union[TimmArgs, Callable[[TimmContext], TimmArgs], None]
+
+#: timm's constant schedule (``--sched constant``, stepped per update): what a schedule timm lacks exports as
+TIMM_CONSTANT_SCHEDULE: Mapping[str, Any] = {"sched": "constant", "sched_on_updates": True}
+
+
+def _timm(export: TimmExport, ctx: TimmContext) -> TimmArgs | None:
+    return export(ctx) if callable(export) else export
 
 
 class StepScheduler(Protocol):
@@ -57,18 +110,40 @@ class ModelTransform:
     group conflict (two initialisations, say).
     """
 
+    #: the note for one of timm's ResNets when no transform asks for ``zero_init_last`` (timm's default is on)
+    TIMM_RESNET_NOT_ZEROED: ClassVar[str] = (
+        "zero_gamma absent: BN gamma starts at 1 (the paper's baseline); timm's ResNets zero-init the last BN of "
+        "each block by default, so model_kwargs.zero_init_last is false")
+
     apply: Callable[["nn.Module"], "nn.Module"]
     stage: str = "structure"
     exclusive: str = ""
+    #: how train.py expresses it (given by the factory; None: it cannot)
+    timm_export: TimmExport = None
     trick: str | None = None
+
+    def export_timm(self, ctx: TimmContext) -> TimmArgs | None:
+        return _timm(self.timm_export, ctx)
 
 
 @dataclasses.dataclass(frozen=True)
 class ParamPolicy:
     """Slot ``param_policy``: ``groups(model, weight_decay) -> list of param-group dicts``."""
 
+    #: what train.py needs when a recipe has no parameter policy (weight decay on every parameter)
+    TIMM_WHEN_ABSENT: ClassVar[TimmArgs] = TimmArgs(
+        values={"opt_kwargs": {"filter_bias_and_bn": False}},
+        comments={"opt_kwargs": "weight decay on every parameter (timm exempts biases and norm parameters by default)"},
+        notes=("decay on every parameter (no no_bias_decay): timm exempts biases and BN gamma/beta by default; "
+               "opt_kwargs.filter_bias_and_bn false turns that off",))
+
     groups: Callable[["nn.Module", float], list[dict[str, Any]]]
+    #: how train.py expresses it (given by the factory; None: it cannot)
+    timm_export: TimmExport = None
     trick: str | None = None
+
+    def export_timm(self, ctx: TimmContext) -> TimmArgs | None:
+        return _timm(self.timm_export, ctx)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +154,16 @@ class OptimizerPart:
     #: timm ``train.py`` argument names this optimizer corresponds to (``opt``, ``momentum`` ...).
     timm_args: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     trick: str | None = None
+
+    def export_timm(self, ctx: TimmContext) -> TimmArgs:
+        """``timm_args``; Nesterov SGD, with a note, when timm has no such optimizer."""
+        if not self.timm_args:
+            return TimmArgs(
+                values={"opt": "sgd"}, comments={"opt": f"NOT the recipe's optimizer: timm has no {self.trick}"},
+                notes=(f"{self.trick}: timm has no such optimizer; exported Nesterov SGD instead, change opt by hand",))
+        comments = {"opt": "timm's 'sgd' is Nesterov SGD ('momentum' is the plain one)"} \
+            if self.timm_args.get("opt") == "sgd" else {}
+        return TimmArgs(values=dict(self.timm_args), comments=comments)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,6 +176,20 @@ class Warmup:
     start_factor: float = 0.0
     trick: str | None = None
 
+    def export_timm(self, ctx: TimmContext) -> TimmArgs:
+        """``warmup_epochs`` (whole: train.py counts whole epochs) and ``warmup_lr``; timm's warmup is linear."""
+        notes = []
+        epochs = self.epochs
+        if not float(epochs).is_integer():
+            epochs = max(1, round(epochs))
+            notes.append(f"{self.trick}: {self.epochs} warmup epochs rounded to {epochs} (train.py's "
+                         f"epoch counts are whole numbers)")
+        if self.mode == "constant":
+            notes.append(f"{self.trick}: timm's warmup is linear only; exported a linear warmup from "
+                         f"{self.start_factor} x lr instead of holding that LR")
+        return TimmArgs(values={"warmup_epochs": int(epochs), "warmup_lr": self.start_factor * ctx.lr},
+                        notes=tuple(notes))
+
 
 @dataclasses.dataclass(frozen=True)
 class Schedule:
@@ -101,8 +200,62 @@ class Schedule:
     """
 
     make: Callable[..., StepScheduler]
+    #: timm ``train.py`` arguments of the same schedule (``sched``, ``sched_on_updates``, ``warmup_prefix`` ...);
+    #: empty when timm has none
     timm_args: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    #: for a schedule timm steps per epoch: what to change so that timm steps it every update instead (which a
+    #: warmup needs: timm raises a warmup LR once per scheduler step), with a note on the difference
+    timm_per_update: TimmArgs | None = None
     trick: str | None = None
+
+    def export_timm(self, ctx: TimmContext) -> TimmArgs:
+        """The schedule with ``ctx.warmup`` applied, and the epochs; timm's constant LR when timm lacks it."""
+        values: dict[str, Any] = {}
+        comments: dict[str, str] = {}
+        notes: list[str] = []
+        args = dict(self.timm_args)
+        if not args:
+            notes.append(f"{self.trick} schedule: not in timm; exported a constant LR (after warmup) instead")
+            args = dict(TIMM_CONSTANT_SCHEDULE)
+            comments["sched"] = f"NOT the recipe's {self.trick} schedule: timm has none"
+        prefix = bool(args.pop("warmup_prefix", False))
+        on_updates = bool(args.pop("sched_on_updates", False))
+        if "sched" in args:
+            values["sched"] = args.pop("sched")
+        w_epochs = 0
+        warmup = ctx.warmup.export_timm(ctx) if ctx.warmup is not None else TimmArgs(
+            values={"warmup_epochs": 0, "warmup_lr": 0.0})
+        if ctx.warmup is not None:
+            w_epochs = warmup.values["warmup_epochs"]
+            notes += warmup.notes
+            if not on_updates and self.timm_per_update is not None:
+                on_updates = True
+                args.update({k: v for k, v in self.timm_per_update.values.items() if k != "sched_on_updates"})
+                notes += self.timm_per_update.notes
+            elif not on_updates:
+                notes.append(f"warmup with a per-epoch schedule ({values.get('sched')}): timm raises the LR once per "
+                             f"epoch during warmup, the recipe every iteration")
+        if prefix and w_epochs:
+            values["epochs"] = ctx.epochs - w_epochs
+            comments["epochs"] = (f"after warmup: train.py runs warmup_epochs + epochs = {ctx.epochs} epochs in "
+                                  f"all, as the recipe")
+        else:
+            values["epochs"] = ctx.epochs
+        values.update(warmup.values)
+        comments["warmup_lr"] = "the LR at the first warmup step"
+        values["warmup_prefix"] = prefix
+        if prefix:
+            comments["warmup_prefix"] = "warmup before the schedule (the paper's cosine ignores warmup)"
+        values["sched_on_updates"] = on_updates
+        comments["sched_on_updates"] = "stepped every iteration" if on_updates else "stepped every epoch"
+        values.update(args)
+        if "decay_milestones" in args:
+            comments["decay_milestones"] = (
+                "epochs; timm multiplies them by the updates per epoch and decays once update + 1 >= that"
+                if on_updates else
+                "timm decays at milestone d when epoch + 1 >= d: these are the recipe's milestones + 1")
+        values["cooldown_epochs"] = 0
+        return TimmArgs(values=values, comments=comments, notes=tuple(notes))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,15 +265,32 @@ class LRScaling:
     scale: Callable[[int], float]
     trick: str | None = None
 
+    def export_timm(self, ctx: TimmContext) -> TimmArgs:
+        """Nothing of its own: the export writes the LR it gives for the global batch."""
+        return TimmArgs()
+
 
 @dataclasses.dataclass(frozen=True)
 class LabelSmoothing:
     """Slot ``label_smoothing``: an affine map of soft targets, ``smooth(targets) -> targets``."""
 
+    #: what train.py needs when a recipe has no label smoothing
+    TIMM_WHEN_ABSENT: ClassVar[TimmArgs] = TimmArgs(
+        values={"smoothing": 0.0}, comments={"smoothing": "no label smoothing (timm's default is 0.1)"})
+
     epsilon: float
     form: Literal["paper", "uniform"]
     smooth: Callable[["torch.Tensor"], "torch.Tensor"]
     trick: str | None = None
+
+    def export_timm(self, ctx: TimmContext) -> TimmArgs:
+        """``smoothing``; timm has the uniform form only."""
+        notes = ()
+        if self.form == "paper":
+            notes = (f"label_smoothing form 'paper' (1 - e on the label, e / (K - 1) elsewhere): timm has only the "
+                     f"uniform form (1 - e + e / K on the label, e / K elsewhere); exported e = {self.epsilon} "
+                     f"anyway",)
+        return TimmArgs(values={"smoothing": self.epsilon}, notes=notes)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,6 +304,31 @@ class Distillation:
     temperature: float
     loss: Callable[["torch.Tensor", "torch.Tensor", "torch.Tensor"], "torch.Tensor"]
     trick: str | None = None
+
+    def export_timm(self, ctx: TimmContext) -> TimmArgs:
+        """timm's logit distillation (``kd_*``) from the teacher's timm name; train.py loads its pretrained
+        weights, so a teacher given by a weights file is noted."""
+        teacher = self.teacher
+        notes: list[str] = []
+        modules: tuple[str, ...] = ()
+        if teacher.startswith(("hf-hub:", "local-dir:")):
+            name: str | None = teacher
+        elif "@" in teacher or "/" in teacher:
+            arch = teacher.rsplit("@", 1)[0] if "@" in teacher else ""
+            name = ctx.timm_model(arch)[0] if arch else None
+            notes.append(f"distillation teacher '{teacher}': train.py takes a model name only and loads that "
+                         f"model's pretrained weights; load these weights by hand")
+        else:
+            name, modules = ctx.timm_model(teacher)
+        if not name:
+            return TimmArgs(notes=tuple(notes))
+        values = {"kd_model_name": name, "kd_distill_type": "logit", "kd_loss_type": "kl",
+                  "kd_temperature": self.temperature, "task_loss_weight": 1.0, "distill_loss_weight": 1.0}
+        comments = {"kd_model_name": f"the recipe's teacher {teacher}, built with pretrained weights"
+                    if name != teacher else "built with pretrained weights"}
+        notes.append("distillation: timm's loss is CE + T^2 KL(teacher || student), the paper's CE + T^2 CE; "
+                     "they differ by the teacher's entropy, so the gradients are the same")
+        return TimmArgs(values=values, comments=comments, notes=tuple(notes), device_modules=modules)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,8 +345,40 @@ class BatchMixer:
     params: Mapping[str, Any]
     weight: float = 1.0
     prob: float = 1.0
+    #: timm ``train.py``'s ``mixup``/``cutmix`` alpha and ``mixup_mode`` for this mixer; empty when timm lacks it
+    #: (all mixers of a recipe export together: :func:`batch_mixers_timm_args`)
     timm_args: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     trick: str | None = None
+
+    def export_timm(self, ctx: TimmContext) -> TimmArgs:
+        """This mixer's note when timm lacks it; its flags come with the others' (:func:`batch_mixers_timm_args`)."""
+        if self.timm_args:
+            return TimmArgs()
+        return TimmArgs(notes=(f"{self.trick or self.name}: not in timm; not exported (the batches it would mix "
+                               f"stay unmixed)",))
+
+
+def batch_mixers_timm_args(mixers: Sequence[BatchMixer]) -> TimmArgs:
+    """timm's one ``Mixup`` for all of a recipe's mixers: each one's alpha, the chance a batch is mixed and the
+    chance of cutmix rather than mixup, from the mixers' weights and probabilities (those timm lacks count
+    as unmixed batches)."""
+    by_name = {m.name: m for m in mixers}
+    total_w = sum(m.weight for m in by_name.values()) or 1.0
+    chance = {n: m.weight / total_w * m.prob for n, m in by_name.items()}
+    mix = {n: m for n, m in by_name.items() if m.timm_args}
+    alpha = {key: float(m.timm_args[key]) for m in mix.values() for key in ("mixup", "cutmix") if key in m.timm_args}
+    values: dict[str, Any] = {"mixup": alpha.get("mixup", 0.0), "cutmix": alpha.get("cutmix", 0.0)}
+    comments: dict[str, str] = {}
+    if mix:
+        p_timm = sum(chance[n] for n in mix)
+        values["mixup_prob"] = p_timm
+        comments["mixup_prob"] = "the chance that a batch is mixed"
+        if "mixup" in alpha and "cutmix" in alpha:
+            p_cutmix = sum(chance[n] for n, m in mix.items() if "cutmix" in m.timm_args)
+            values["mixup_switch_prob"] = p_cutmix / p_timm if p_timm > 0 else 0.5
+            comments["mixup_switch_prob"] = "the chance of cutmix rather than mixup"
+        values["mixup_mode"] = sorted({m.timm_args.get("mixup_mode", "batch") for m in mix.values()})[0]
+    return TimmArgs(values=values, comments=comments)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,6 +387,9 @@ class Penalty:
 
     penalty: Callable[["nn.Module"], "torch.Tensor"]
     trick: str | None = None
+
+    def export_timm(self, ctx: TimmContext) -> TimmArgs:
+        return TimmArgs(notes=(f"{self.trick}: train.py has no loss penalty term; not exported",))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,16 +404,157 @@ class SampleTransform:
     timm_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     transform: Callable[[Any], Any] | None = None
     stage: Literal["pil", "tensor", "normalized"] = "tensor"
+    #: how train.py expresses it beyond ``timm_kwargs``, which the export maps to train.py's flags itself
+    #: (given by the factory; None: it cannot)
+    timm_export: TimmExport = None
     trick: str | None = None
+
+    def export_timm(self, ctx: TimmContext) -> TimmArgs | None:
+        return _timm(self.timm_export, ctx)
+
+
+def merge_timm_kwargs(sample_transforms: Sequence[SampleTransform]) -> dict[str, Any]:
+    """The parts' ``timm_kwargs`` for ``timm.data.create_transform``, merged; two parts setting the same
+    argument conflict (:class:`TrickError`)."""
+    merged: dict[str, Any] = {}
+    owner: dict[str, str] = {}
+    for st in sample_transforms:
+        name = st.trick or type(st).__name__
+        for key, value in st.timm_kwargs.items():
+            if key in merged:
+                raise TrickError(f"sets create_transform's '{key}', which '{owner[key]}' sets already; "
+                                 f"drop one of them", trick=name)
+            merged[key] = value
+            owner[key] = name
+    return merged
+
+
+#: the ``create_transform`` arguments that train.py has flags for
+_TIMM_TRANSFORM_FLAGS = ("scale", "ratio", "hflip", "color_jitter", "auto_augment")
+
+
+def sample_transforms_timm_args(sample_transforms: Sequence[SampleTransform]) -> TimmArgs:
+    """train.py's flags for the parts' merged ``timm_kwargs`` (its defaults differ: it crops, flips and
+    jitters unless told not to), and random erasing off, which a part may turn on."""
+    kw = merge_timm_kwargs(sample_transforms)
+    values: dict[str, Any] = {}
+    comments: dict[str, str] = {}
+    notes: list[str] = []
+    if "scale" in kw or "ratio" in kw:
+        values["scale"] = list(kw.get("scale", (0.08, 1.0)))
+        values["ratio"] = list(kw.get("ratio", (3 / 4, 4 / 3)))
+    else:
+        values["scale"] = [1.0, 1.0]
+        comments["scale"] = "no inception_crop: a full-image square crop, i.e. resize + centre crop"
+        values["ratio"] = [1.0, 1.0]
+    values["hflip"] = float(kw.get("hflip", 0.0))
+    cj = kw.get("color_jitter")
+    if cj is None:
+        values["color_jitter"] = 0.0
+    else:
+        b, c, s, h = (list(cj) + [0.0])[:4]
+        if b == c == s and h == 0.0:
+            values["color_jitter"] = float(b)
+            comments["color_jitter"] = "brightness, contrast and saturation in [1 - x, 1 + x]"
+        else:
+            values["color_jitter"] = [float(b), float(c), float(s), float(h)]
+            comments["color_jitter"] = ("brightness, contrast, saturation, hue (a list: train.py passes it on to "
+                                        "create_transform)")
+    if kw.get("auto_augment"):
+        values["aa"] = kw["auto_augment"]
+        if cj is not None:
+            notes.append("color_jitter with auto/rand augment: timm's train.py turns colour jitter off when aa is "
+                         "set (no force flag); the recipe keeps both")
+    notes += [f"create_transform argument '{key}': no train.py flag; not exported"
+              for key in kw if key not in _TIMM_TRANSFORM_FLAGS]
+    values["reprob"] = 0.0
+    return TimmArgs(values=values, comments=comments, notes=tuple(notes))
+
+
+@dataclasses.dataclass(frozen=True)
+class AmpSettings:
+    """Mixed precision: the autocast dtype on CUDA (float16 also gets a GradScaler) and elsewhere."""
+
+    dtype_cuda: Literal["float16", "bfloat16"] = "float16"
+    dtype_cpu: Literal["bfloat16", "float16"] = "bfloat16"
+
+
+@dataclasses.dataclass(frozen=True)
+class CompileSettings:
+    """``torch.compile(model, mode=mode)``, applied last."""
+
+    mode: str = "default"
+
+
+@dataclasses.dataclass(frozen=True)
+class EmaSettings:
+    """An exponential moving average of the weights (timm's ``ModelEmaV3``)."""
+
+    decay: float = 0.9998
+    warmup: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class EarlyStoppingSettings:
+    """Stop once ``metric`` has not improved by more than ``min_delta`` for ``patience`` evaluations."""
+
+    patience: int = 10
+    metric: str = "top1"
+    mode: Literal["max", "min"] = "max"
+    min_delta: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class RuntimeSettings:
+    """What the loop applies around the model and the step: each setting ``None`` (or ``False``) when off.
+
+    The helpers of :mod:`tricks_registry.tricks.efficiency` (``autocast``, ``grad_scaler``, ``prepare_model``,
+    ``prepare_input``) and :mod:`tricks_registry.tricks.control` (``make_ema``, ``make_early_stopping``) read it.
+    """
+
+    amp: AmpSettings | None = None
+    channels_last: bool = False
+    compile: CompileSettings | None = None
+    ema: EmaSettings | None = None
+    early_stopping: EarlyStoppingSettings | None = None
+
+    def set_names(self) -> tuple[str, ...]:
+        """The names of the settings that are on, in field order: ``("amp", "ema")``."""
+        return tuple(f.name for f in dataclasses.fields(self) if getattr(self, f.name) not in (None, False))
+
+    def export_timm(self) -> TimmArgs:
+        """timm ``train.py``'s ``amp``, ``channels_last``, ``torchcompile`` and ``model_ema`` flags (each off
+        when the setting is); it has no early stopping."""
+        values: dict[str, Any] = {"amp": self.amp is not None}
+        if self.amp is not None:
+            values["amp_dtype"] = self.amp.dtype_cuda
+        values["channels_last"] = bool(self.channels_last)
+        if self.compile is not None:
+            values["torchcompile"] = "inductor"
+            if self.compile.mode != "default":
+                values["torchcompile_mode"] = self.compile.mode
+        values["model_ema"] = self.ema is not None
+        if self.ema is not None:
+            values["model_ema_decay"] = self.ema.decay
+            values["model_ema_warmup"] = bool(self.ema.warmup)
+        notes = ()
+        if self.early_stopping is not None:
+            notes = ("early_stopping: train.py has no early stopping (patience_epochs is for the plateau schedule); "
+                     "it trains every epoch",)
+        return TimmArgs(values=values, notes=notes)
 
 
 @dataclasses.dataclass(frozen=True)
 class Runtime:
-    """Slot ``runtime``: settings the loop reads (``amp``, ``channels_last``, ``compile``, ``ema``,
-    ``early_stopping``), each a key of ``settings``."""
+    """Slot ``runtime``: the :class:`RuntimeSettings` a trick turns on (the others left unset); a recipe's
+    runtime parts compose into one :class:`RuntimeSettings`, none setting what another sets."""
 
-    settings: Mapping[str, Any]
+    settings: RuntimeSettings
     trick: str | None = None
+
+    def export_timm(self, ctx: TimmContext) -> TimmArgs:
+        """Nothing of its own: the composed :class:`RuntimeSettings` export together."""
+        return TimmArgs()
 
 
 _SINGLE_SLOTS: dict[type, str] = {
@@ -207,7 +578,7 @@ class Pipeline:
     batch_mixers: tuple[BatchMixer, ...] = ()
     penalties: tuple[Penalty, ...] = ()
     sample_transforms: tuple[SampleTransform, ...] = ()
-    runtime: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    runtime: RuntimeSettings = RuntimeSettings()
     tricks: tuple[str, ...] = ()
 
 
@@ -250,11 +621,14 @@ def compose(parts: Sequence[Any]) -> Pipeline:
         elif kind is SampleTransform:
             samples.append(part)
         elif kind is Runtime:
-            for key, value in part.settings.items():
+            if not isinstance(part.settings, RuntimeSettings):
+                raise TrickError(f"returned Runtime settings of type {type(part.settings).__name__}, which are not "
+                                 f"RuntimeSettings", trick=name)
+            for key in part.settings.set_names():
                 if key in runtime:
                     raise TrickError(f"sets runtime '{key}', which '{runtime_owner[key]}' sets already",
                                      trick=name)
-                runtime[key] = value
+                runtime[key] = getattr(part.settings, key)
                 runtime_owner[key] = name
         else:
             raise TrickError(f"returned {kind.__name__}, which is not a pipeline part", trick=name)
@@ -265,7 +639,7 @@ def compose(parts: Sequence[Any]) -> Pipeline:
         schedule=single.get(Schedule), warmup=single.get(Warmup), lr_scaling=single.get(LRScaling),
         label_smoothing=single.get(LabelSmoothing), distillation=single.get(Distillation),
         batch_mixers=tuple(mixers), penalties=tuple(penalties), sample_transforms=tuple(samples),
-        runtime=runtime, tricks=tuple(names))
+        runtime=RuntimeSettings(**runtime), tricks=tuple(names))
 
 
 def parts_from_config(tricks: Mapping[str, Mapping[str, Any] | None] | Sequence[Any]) -> list[Any]:
@@ -274,8 +648,6 @@ def parts_from_config(tricks: Mapping[str, Mapping[str, Any] | None] | Sequence[
     Accepts a mapping ``{name: {param: value}}`` (the YAML form) or a list whose items are a name or
     a one-key mapping ``{name: {params}}``.
     """
-    from .registry import build_trick
-
     items: list[tuple[str, Mapping[str, Any]]] = []
     if isinstance(tricks, Mapping):
         items = [(str(k), v or {}) for k, v in tricks.items()]

@@ -39,7 +39,7 @@ from .errors import RecipeError
 
 __all__ = [
     "RecipeError", "Recipe", "SCHEMA", "recipe_dir", "list_recipes", "find_recipe_file", "load_file",
-    "resolve", "parse_override", "apply_overrides", "per_device_batch", "recipe_hash", "lock_entries",
+    "resolve", "parse_override", "apply_overrides", "per_device_batch", "recipe_hash", "lock_entries", "plain",
 ]
 
 LOCK_FILE = "recipes.lock"
@@ -180,7 +180,7 @@ class Recipe:
     def to_yaml(self) -> str:
         header = (f"# resolved recipe {self.name}@{self.version}  sha256={self.sha256}\n"
                   f"# lineage: {' <- '.join(self.lineage)}\n")
-        return header + yaml.safe_dump(_plain(self.data), sort_keys=False, default_flow_style=None)
+        return header + yaml.safe_dump(plain(self.data), sort_keys=False, default_flow_style=None)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -439,11 +439,12 @@ def _tname(types: Any) -> str:
             list: "a list", float: "a number"}.get(types, str(types))
 
 
-def _plain(obj: Any) -> Any:
+def plain(obj: Any) -> Any:
+    """``obj`` as plain YAML/JSON data: mappings become dicts with string keys, tuples and lists become lists."""
     if isinstance(obj, Mapping):
-        return {str(k): _plain(v) for k, v in obj.items()}
+        return {str(k): plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
+        return [plain(v) for v in obj]
     return obj
 
 
@@ -453,10 +454,10 @@ def recipe_hash(data: Mapping[str, Any]) -> str:
     Keys are sorted, except the tricks: their order is the order in which the pipeline applies them within a
     stage, so they are hashed as an ordered list of ``[name, params]`` pairs.
     """
-    plain = _plain(data)
-    if isinstance(plain.get("tricks"), dict):
-        plain["tricks"] = [[name, params] for name, params in plain["tricks"].items()]
-    canonical = json.dumps(plain, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    data = plain(data)
+    if isinstance(data.get("tricks"), dict):
+        data["tricks"] = [[name, params] for name, params in data["tricks"].items()]
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 

@@ -16,13 +16,18 @@ import math
 from typing import Any, Callable, Literal, Sequence
 
 import torch
+from timm.data import create_transform
+from timm.data.auto_augment import auto_augment_transform, rand_augment_transform
+from timm.data.random_erasing import RandomErasing
+from timm.data.transforms import RandomResizedCropAndInterpolation, str_to_interp_mode
+from timm.data.transforms_factory import transforms_imagenet_train
 from torchvision import transforms as T
 
-from ..parts import SampleTransform
+from ..parts import SampleTransform, TimmArgs, merge_timm_kwargs
 from ..registry import TrickError, check_param, register_trick
 
 __all__ = [
-    "IMAGENET_PCA_EIGVAL", "IMAGENET_PCA_EIGVEC",
+    "merge_timm_kwargs", "IMAGENET_PCA_EIGVAL", "IMAGENET_PCA_EIGVEC",
     "pca_lighting_shift", "apply_pca_lighting", "PCALighting",
     "cutout_box", "apply_cutout", "Cutout",
     "build_train_transform", "build_eval_transform",
@@ -155,7 +160,7 @@ def inception_crop(*, scale: tuple[float, float] = (0.08, 1.0),
                 f"must be an ordered area range (min, max) with 0 < min <= max <= 1, got {list(scale)}")
     check_param(0.0 < ratio[0] <= ratio[1], "inception_crop", "ratio",
                 f"must be an ordered aspect range (min, max) with 0 < min <= max, got {list(ratio)}")
-    return SampleTransform(timm_kwargs={"scale": tuple(scale), "ratio": tuple(ratio)})
+    return SampleTransform(timm_kwargs={"scale": tuple(scale), "ratio": tuple(ratio)}, timm_export=TimmArgs())
 
 
 @register_trick("hflip", kind="augmentation", section="2.1 (step 3)",
@@ -167,7 +172,7 @@ def hflip(*, prob: float = 0.5) -> SampleTransform:
     ``RandomHorizontalFlip`` via ``timm.data.create_transform(hflip=prob)``.
     """
     _prob("hflip", "prob", prob)
-    return SampleTransform(timm_kwargs={"hflip": float(prob)})
+    return SampleTransform(timm_kwargs={"hflip": float(prob)}, timm_export=TimmArgs())
 
 
 @register_trick("color_jitter", kind="augmentation", section="2.1 (step 4)",
@@ -190,7 +195,7 @@ def color_jitter(*, brightness: float = 0.4, contrast: float = 0.4, saturation: 
     check_param(0.0 <= hue <= 0.5, "color_jitter", "hue",
                 f"must be in [0, 0.5] (a hue shift in [-hue, hue]), got {hue}")
     return SampleTransform(timm_kwargs={
-        "color_jitter": (float(brightness), float(contrast), float(saturation), float(hue))})
+        "color_jitter": (float(brightness), float(contrast), float(saturation), float(hue))}, timm_export=TimmArgs())
 
 
 @register_trick("pca_lighting", kind="augmentation", section="2.1 (step 5); Krizhevsky et al. 2012",
@@ -204,7 +209,8 @@ def pca_lighting(*, std: float = 0.1) -> SampleTransform:
     after ToTensor and before Normalize.
     """
     check_param(std >= 0.0 and math.isfinite(std), "pca_lighting", "std", f"must be >= 0, got {std}")
-    return SampleTransform(transform=PCALighting(std), stage="tensor")
+    return SampleTransform(transform=PCALighting(std), stage="tensor", timm_export=TimmArgs(
+        notes=(f"pca_lighting (AlexNet PCA noise, std {std}): not in timm; not exported",)))
 
 
 @register_trick("autoaugment", kind="augmentation", section="not in the paper; Cubuk et al. 2019 (AutoAugment)",
@@ -216,7 +222,7 @@ def autoaugment(*, policy: str = "original") -> SampleTransform:
     Policies: 'original', 'originalr', 'v0', 'v0r', optionally with '-mstd<x>'.
     """
     _check_aa("autoaugment", "policy", policy, rand=False)
-    return SampleTransform(timm_kwargs={"auto_augment": policy})
+    return SampleTransform(timm_kwargs={"auto_augment": policy}, timm_export=TimmArgs())
 
 
 @register_trick("randaugment", kind="augmentation", section="not in the paper; Cubuk et al. 2020 (RandAugment)",
@@ -227,12 +233,10 @@ def randaugment(*, config: str = "rand-m9-mstd0.5") -> SampleTransform:
     Cubuk et al. 2020; timm's ``rand_augment_transform`` via ``create_transform(auto_augment=config)``.
     """
     _check_aa("randaugment", "config", config, rand=True)
-    return SampleTransform(timm_kwargs={"auto_augment": config})
+    return SampleTransform(timm_kwargs={"auto_augment": config}, timm_export=TimmArgs())
 
 
 def _check_aa(trick: str, param: str, value: str, *, rand: bool) -> None:
-    from timm.data.auto_augment import auto_augment_transform, rand_augment_transform
-
     if rand:
         check_param(value.startswith("rand"), trick, param,
                     f"must be a RandAugment string starting with 'rand' (e.g. 'rand-m9-mstd0.5'), got {value!r}")
@@ -258,8 +262,6 @@ def random_erasing(*, prob: float = 0.5, min_area: float = 0.02, max_area: float
     create_transform cannot pass the area/aspect range (its default area is 2%-33%). ``mode='pixel'``
     fills per-pixel N(0, 1) noise (random values in normalised space), 'rand' one random colour, 'const' zeros.
     """
-    from timm.data.random_erasing import RandomErasing
-
     _prob("random_erasing", "prob", prob)
     check_param(0.0 < min_area <= max_area <= 1.0, "random_erasing", "max_area",
                 f"need 0 < min_area <= max_area <= 1, got ({min_area}, {max_area})")
@@ -267,7 +269,12 @@ def random_erasing(*, prob: float = 0.5, min_area: float = 0.02, max_area: float
                 f"need 0 < min_aspect <= max_aspect, got ({min_aspect}, {max_aspect})")
     eraser = RandomErasing(probability=prob, min_area=min_area, max_area=max_area, min_aspect=min_aspect,
                            max_aspect=max_aspect, mode=mode, max_count=1, device="cpu")
-    return SampleTransform(transform=eraser, stage="normalized")
+    notes = ()
+    if (min_area, max_area, min_aspect, max_aspect) != (0.02, 1 / 3, 0.3, 3.3):
+        notes = (f"random_erasing area {min_area}-{max_area}, aspect {min_aspect}-{max_aspect}: train.py uses "
+                 f"timm's 0.02-1/3 and 0.3-3.3",)
+    return SampleTransform(transform=eraser, stage="normalized", timm_export=TimmArgs(
+        values={"reprob": float(prob), "remode": mode, "recount": 1}, notes=notes))
 
 
 @register_trick("cutout", kind="augmentation", section="not in the paper; DeVries & Taylor 2017",
@@ -279,7 +286,8 @@ def cutout(*, size: int = 16) -> SampleTransform:
     (:class:`Cutout`), applied after Normalize as in their code.
     """
     check_param(size >= 1, "cutout", "size", f"must be >= 1 pixel, got {size}")
-    return SampleTransform(transform=Cutout(size), stage="normalized")
+    return SampleTransform(transform=Cutout(size), stage="normalized", timm_export=TimmArgs(
+        notes=("cutout: not in timm (the nearest is random erasing, --reprob); not exported",)))
 
 
 @register_trick("random_rotation", kind="augmentation", section="not in the paper; common augmentation",
@@ -291,26 +299,13 @@ def random_rotation(*, degrees: float = 15.0) -> SampleTransform:
     """
     check_param(0.0 <= degrees <= 180.0, "random_rotation", "degrees", f"must be in [0, 180], got {degrees}")
     return SampleTransform(
-        transform=T.RandomRotation(degrees, interpolation=T.InterpolationMode.BILINEAR), stage="pil")
+        transform=T.RandomRotation(degrees, interpolation=T.InterpolationMode.BILINEAR), stage="pil",
+        timm_export=TimmArgs(notes=("random_rotation: train.py has no rotation flag; not exported",)))
 
 
 # ---------------------------------------------------------------------------------------------
 # Transform builders for the trainer
 # ---------------------------------------------------------------------------------------------
-
-def _merge_timm_kwargs(sample_transforms: Sequence[SampleTransform]) -> dict[str, Any]:
-    merged: dict[str, Any] = {}
-    owner: dict[str, str] = {}
-    for st in sample_transforms:
-        name = st.trick or type(st).__name__
-        for key, value in st.timm_kwargs.items():
-            if key in merged:
-                raise TrickError(f"sets create_transform's '{key}', which '{owner[key]}' sets already; "
-                                 f"drop one of them", trick=name)
-            merged[key] = value
-            owner[key] = name
-    return merged
-
 
 def build_train_transform(sample_transforms: Sequence[SampleTransform], *, input_size: int,
                           mean: Sequence[float], std: Sequence[float],
@@ -326,10 +321,7 @@ def build_train_transform(sample_transforms: Sequence[SampleTransform], *, input
     add both). With AutoAugment/RandAugment timm drops colour jitter unless forced, so it is forced
     when ``color_jitter`` is listed.
     """
-    from timm.data import create_transform
-    from timm.data.transforms import RandomResizedCropAndInterpolation, str_to_interp_mode
-
-    kwargs = _merge_timm_kwargs(sample_transforms)
+    kwargs = merge_timm_kwargs(sample_transforms)
     inception = "scale" in kwargs or "ratio" in kwargs
     kwargs.setdefault("hflip", 0.0)
     kwargs.setdefault("color_jitter", None)
@@ -338,9 +330,7 @@ def build_train_transform(sample_transforms: Sequence[SampleTransform], *, input
     common = dict(input_size=input_size, mean=tuple(mean), std=tuple(std), interpolation=interpolation,
                   separate=True)
     if kwargs.get("auto_augment") and kwargs["color_jitter"] is not None:
-        # create_transform has no force_color_jitter; it is a thin dispatch to this function
-        from timm.data.transforms_factory import transforms_imagenet_train
-
+        # create_transform has no force_color_jitter; it is a thin dispatch to transforms_imagenet_train
         common["img_size"] = common.pop("input_size")
         primary, secondary, final = transforms_imagenet_train(**common, **kwargs, force_color_jitter=True)
     else:
@@ -377,8 +367,6 @@ def build_eval_transform(*, input_size: int, mean: Sequence[float], std: Sequenc
     He et al. 2019, section 2.1 (resize to 256, centre crop 224: ``crop_pct = 224 / 256 = 0.875``);
     ``timm.data.create_transform(is_training=False)`` does the work.
     """
-    from timm.data import create_transform
-
     check_param(0.0 < crop_pct <= 1.0, "build_eval_transform", "crop_pct", f"must be in (0, 1], got {crop_pct}")
     return create_transform(input_size=input_size, is_training=False, crop_pct=crop_pct,
                             interpolation=interpolation, mean=tuple(mean), std=tuple(std))

@@ -12,9 +12,10 @@ import math
 from typing import Any, Literal, Mapping
 
 import torch
+from timm.utils import ModelEmaV3
 from torch import nn
 
-from ..parts import Runtime
+from ..parts import EarlyStoppingSettings, EmaSettings, Runtime, RuntimeSettings
 from ..registry import check_param, register_trick
 
 __all__ = ["EarlyStopping", "is_improvement", "make_ema", "make_early_stopping"]
@@ -30,7 +31,7 @@ def ema(*, decay: float = 0.9998, warmup: bool = False) -> Runtime:
     ``1 - (1 + step) ** -2/3`` decay warmup).
     """
     check_param(0.0 <= decay < 1.0, "ema", "decay", f"must be in [0, 1), got {decay}")
-    return Runtime(settings={"ema": {"decay": float(decay), "warmup": bool(warmup)}})
+    return Runtime(RuntimeSettings(ema=EmaSettings(decay=float(decay), warmup=bool(warmup))))
 
 
 @register_trick("early_stopping", kind="control", section="not in the paper; Prechelt 1998",
@@ -46,16 +47,16 @@ def early_stopping(*, patience: int = 10, metric: str = "top1", mode: Literal["m
     check_param(bool(metric), "early_stopping", "metric", "must name an evaluation metric, e.g. 'top1'")
     check_param(min_delta >= 0.0 and math.isfinite(min_delta), "early_stopping", "min_delta",
                 f"must be >= 0, got {min_delta}")
-    return Runtime(settings={"early_stopping": {
-        "patience": int(patience), "metric": metric, "mode": mode, "min_delta": float(min_delta)}})
+    return Runtime(RuntimeSettings(early_stopping=EarlyStoppingSettings(
+        patience=int(patience), metric=metric, mode=mode, min_delta=float(min_delta))))
 
 
 # ---------------------------------------------------------------------------------------------
 # Helpers for the training loop
 # ---------------------------------------------------------------------------------------------
 
-def make_ema(model: nn.Module, runtime: Mapping[str, Any],
-             device: torch.device | str | None = None) -> "ModelEmaV3 | None":  # noqa: F821
+def make_ema(model: nn.Module, runtime: RuntimeSettings,
+             device: torch.device | str | None = None) -> ModelEmaV3 | None:
     """A ``timm.utils.ModelEmaV3`` of ``model`` when the runtime asks for EMA, else None.
 
     Call ``ema.update(model, step=num_updates)`` after every optimizer step (timm semantics: the
@@ -63,12 +64,10 @@ def make_ema(model: nn.Module, runtime: Mapping[str, Any],
     averaged model to evaluate. Build it after :func:`~.efficiency.prepare_model`'s memory-format
     change but from the uncompiled module.
     """
-    settings = runtime.get("ema")
-    if not settings:
+    settings = runtime.ema
+    if settings is None:
         return None
-    from timm.utils import ModelEmaV3
-
-    return ModelEmaV3(model, decay=settings["decay"], use_warmup=settings.get("warmup", False),
+    return ModelEmaV3(model, decay=settings.decay, use_warmup=settings.warmup,
                       device=torch.device(device) if device is not None else None)
 
 
@@ -106,10 +105,6 @@ class EarlyStopping:
             self.num_bad += 1
         return self.num_bad >= self.patience
 
-    @property
-    def should_stop(self) -> bool:
-        return self.num_bad >= self.patience
-
     def state_dict(self) -> dict[str, Any]:
         return {"best": self.best, "num_bad": self.num_bad, "patience": self.patience,
                 "mode": self.mode, "min_delta": self.min_delta, "metric": self.metric}
@@ -122,10 +117,10 @@ class EarlyStopping:
                 setattr(self, key, state_dict[key])
 
 
-def make_early_stopping(runtime: Mapping[str, Any]) -> EarlyStopping | None:
+def make_early_stopping(runtime: RuntimeSettings) -> EarlyStopping | None:
     """An :class:`EarlyStopping` configured from the runtime (its ``metric`` names the value to pass), or None."""
-    settings = runtime.get("early_stopping")
-    if not settings:
+    settings = runtime.early_stopping
+    if settings is None:
         return None
-    return EarlyStopping(patience=settings["patience"], mode=settings.get("mode", "max"),
-                         min_delta=settings.get("min_delta", 0.0), metric=settings.get("metric", "top1"))
+    return EarlyStopping(patience=settings.patience, mode=settings.mode, min_delta=settings.min_delta,
+                         metric=settings.metric)

@@ -9,12 +9,12 @@ made) and :func:`prepare_input` on every batch.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, ContextManager, Literal, Mapping
+from typing import ContextManager, Literal
 
 import torch
 from torch import nn
 
-from ..parts import Runtime
+from ..parts import AmpSettings, CompileSettings, Runtime, RuntimeSettings
 from ..registry import register_trick
 
 __all__ = ["autocast", "grad_scaler", "prepare_model", "prepare_input", "amp_dtype"]
@@ -30,7 +30,7 @@ def amp(*, dtype_cuda: Literal["float16", "bfloat16"] = "float16",
     Micikevicius et al. 2018). ``torch.amp.autocast`` with ``dtype_cuda`` on CUDA (float16 plus a
     ``torch.amp.GradScaler``) and ``dtype_cpu`` elsewhere (bfloat16, which needs no loss scaling).
     """
-    return Runtime(settings={"amp": {"dtype_cuda": dtype_cuda, "dtype_cpu": dtype_cpu}})
+    return Runtime(RuntimeSettings(amp=AmpSettings(dtype_cuda=dtype_cuda, dtype_cpu=dtype_cpu)))
 
 
 @register_trick("channels_last", kind="efficiency", section="not in the paper; complements 3.2",
@@ -41,7 +41,7 @@ def channels_last() -> Runtime:
     Not in He et al. 2019; the PyTorch memory format that lets tensor-core convolutions of mixed
     precision training (section 3.2) skip layout transposes. ``Tensor.to(memory_format=torch.channels_last)``.
     """
-    return Runtime(settings={"channels_last": True})
+    return Runtime(RuntimeSettings(channels_last=True))
 
 
 @register_trick("compile", kind="efficiency", section="not in the paper",
@@ -53,7 +53,7 @@ def compile_model(*, mode: Literal["default", "reduce-overhead", "max-autotune",
     Not in He et al. 2019; PyTorch 2's ``torch.compile(model, mode=mode)``, applied last, after
     every other model change.
     """
-    return Runtime(settings={"compile": {"mode": mode}})
+    return Runtime(RuntimeSettings(compile=CompileSettings(mode=mode)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -64,16 +64,15 @@ def _device_type(device_type: str | torch.device) -> str:
     return torch.device(device_type).type
 
 
-def amp_dtype(runtime: Mapping[str, Any], device_type: str | torch.device) -> torch.dtype | None:
+def amp_dtype(runtime: RuntimeSettings, device_type: str | torch.device) -> torch.dtype | None:
     """The autocast dtype the runtime asks for on ``device_type``, or None when amp is off."""
-    settings = runtime.get("amp")
-    if not settings:
+    settings = runtime.amp
+    if settings is None:
         return None
-    key = "dtype_cuda" if _device_type(device_type) == "cuda" else "dtype_cpu"
-    return getattr(torch, settings[key])
+    return getattr(torch, settings.dtype_cuda if _device_type(device_type) == "cuda" else settings.dtype_cpu)
 
 
-def autocast(runtime: Mapping[str, Any], device_type: str | torch.device) -> ContextManager:
+def autocast(runtime: RuntimeSettings, device_type: str | torch.device) -> ContextManager:
     """A context for the forward pass and loss: ``torch.amp.autocast`` when amp is on, else a null context."""
     dtype = amp_dtype(runtime, device_type)
     if dtype is None:
@@ -81,7 +80,7 @@ def autocast(runtime: Mapping[str, Any], device_type: str | torch.device) -> Con
     return torch.amp.autocast(device_type=_device_type(device_type), dtype=dtype)
 
 
-def grad_scaler(runtime: Mapping[str, Any], device_type: str | torch.device) -> torch.amp.GradScaler:
+def grad_scaler(runtime: RuntimeSettings, device_type: str | torch.device) -> torch.amp.GradScaler:
     """A ``torch.amp.GradScaler``, enabled only for float16 autocast on CUDA (a no-op otherwise).
 
     Use it unconditionally: ``scaler.scale(loss).backward(); scaler.step(opt); scaler.update()``.
@@ -91,22 +90,21 @@ def grad_scaler(runtime: Mapping[str, Any], device_type: str | torch.device) -> 
     return torch.amp.GradScaler(dev if enabled else "cpu", enabled=enabled)
 
 
-def prepare_model(model: nn.Module, runtime: Mapping[str, Any]) -> nn.Module:
+def prepare_model(model: nn.Module, runtime: RuntimeSettings) -> nn.Module:
     """Apply the runtime's model settings: channels-last memory format, then ``torch.compile`` last.
 
     Moves the model in place for channels-last; returns the compiled wrapper when ``compile`` is on
     (build the optimizer from the original module's parameters, which the wrapper shares).
     """
-    if runtime.get("channels_last"):
+    if runtime.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    settings = runtime.get("compile")
-    if settings:
-        model = torch.compile(model, mode=settings.get("mode", "default"))
+    if runtime.compile is not None:
+        model = torch.compile(model, mode=runtime.compile.mode)
     return model
 
 
-def prepare_input(x: torch.Tensor, runtime: Mapping[str, Any]) -> torch.Tensor:
+def prepare_input(x: torch.Tensor, runtime: RuntimeSettings) -> torch.Tensor:
     """Put an input batch into the runtime's memory format (channels-last for 4-D tensors when on)."""
-    if runtime.get("channels_last") and x.dim() == 4:
+    if runtime.channels_last and x.dim() == 4:
         return x.contiguous(memory_format=torch.channels_last)
     return x

@@ -8,8 +8,9 @@ initialisations share the ``exclusive="init"`` group, so a recipe can hold at mo
 from __future__ import annotations
 
 from torch import nn
+from torchvision.models import resnet as tv_resnet
 
-from ..parts import ModelTransform
+from ..parts import ModelTransform, TimmArgs, TimmContext
 from ..registry import TrickError, register_trick
 from .model_surgery import find_classifier
 
@@ -17,6 +18,11 @@ __all__ = ["xavier_init_", "kaiming_init_", "zero_last_gamma_", "xavier_init", "
 
 _CONV = nn.modules.conv._ConvNd
 _NORM = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+
+
+def _no_init_flag(trick: str) -> TimmArgs:
+    return TimmArgs(notes=(f"{trick}: train.py has no init flag; the model keeps timm's own initialisation instead "
+                           f"(timm's ResNets: kaiming_normal_ fan_out on convs, torch's default on the classifier)",))
 
 
 def _reset_norm(m: nn.Module) -> None:
@@ -70,8 +76,6 @@ def zero_last_gamma_(model: nn.Module) -> int:
     does it (timm ``BasicBlock.bn2`` / ``Bottleneck.bn3``; for timm's pre-activation blocks, which end in a
     conv, timm zeroes that conv instead). Nothing else changes.
     """
-    from torchvision.models import resnet as tv_resnet
-
     found = 0
     for m in model.modules():
         if isinstance(m, (tv_resnet.BasicBlock, tv_resnet.Bottleneck)):
@@ -97,7 +101,8 @@ def xavier_init() -> ModelTransform:
     It resets every norm layer's gamma to 1, also timm ResNets' zero-initialised last BNs; add ``zero_gamma``
     for those (it runs after this).
     """
-    return ModelTransform(apply=xavier_init_, stage="init", exclusive="init")
+    return ModelTransform(apply=xavier_init_, stage="init", exclusive="init",
+                          timm_export=_no_init_flag("xavier_init"))
 
 
 @register_trick("kaiming_init", kind="init", section="not in He et al. 2019; He et al. 2015 (arXiv 1502.01852)",
@@ -111,7 +116,8 @@ def kaiming_init() -> ModelTransform:
     ``torch.nn.init.kaiming_normal_`` and ``torch.nn.init.normal_`` do the work. It resets every norm
     layer's gamma to 1; add ``zero_gamma`` for zeroed last BNs (it runs after this).
     """
-    return ModelTransform(apply=kaiming_init_, stage="init", exclusive="init")
+    return ModelTransform(apply=kaiming_init_, stage="init", exclusive="init",
+                          timm_export=_no_init_flag("kaiming_init"))
 
 
 @register_trick("zero_gamma", kind="init", section="3.1",
@@ -134,4 +140,9 @@ def zero_gamma() -> ModelTransform:
                 f"network", trick="zero_gamma")
         return model
 
-    return ModelTransform(apply=apply, stage="zero_gamma")
+    def timm_export(ctx: TimmContext) -> TimmArgs:
+        if ctx.timm_resnet:  # timm's ResNets zero-init the last BN of each block: zero_init_last
+            return TimmArgs(model_kwargs={"zero_init_last": True})
+        return TimmArgs(notes=(f"zero_gamma: train.py has no flag for it on {ctx.model}; timm's own init applies",))
+
+    return ModelTransform(apply=apply, stage="zero_gamma", timm_export=timm_export)

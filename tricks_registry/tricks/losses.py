@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from typing import Literal
 
+import timm
 import torch
 import torch.nn.functional as F
+from timm.loss import SoftTargetCrossEntropy
 from torch import nn
 
 from ..parts import Distillation, LabelSmoothing, Penalty, Pipeline
@@ -142,8 +144,6 @@ def distillation(*, teacher: str = "resnet152_v1d.gluon_in1k", temperature: floa
                 "must name the teacher: a timm name with a pretrained tag, hf-hub:org/name, local-dir:PATH, "
                 "a tricks-train run folder or ARCH@weights.safetensors")
     if not teacher.startswith(("hf-hub:", "local-dir:")) and "/" not in teacher and "@" not in teacher:
-        import timm
-
         check_param(timm.is_model(teacher.split(".", 1)[0]), "distillation", "teacher",
                     f"'{teacher}' is not a timm model name (see timm.list_models())")
     t = float(temperature)
@@ -186,8 +186,6 @@ class Criterion(nn.Module):
 
     def __init__(self, pipeline: Pipeline, model: nn.Module | None = None):
         super().__init__()
-        from timm.loss import SoftTargetCrossEntropy
-
         self.soft_ce = SoftTargetCrossEntropy()
         self.distillation = pipeline.distillation
         self.penalties = tuple(pipeline.penalties)

@@ -14,6 +14,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from timm.data import Mixup
+from timm.data.mixup import mixup_target
 
 from ..parts import BatchMixer, LabelSmoothing
 from ..registry import TrickError, check_param, register_trick
@@ -155,8 +157,6 @@ def batch_transform(mixers: Sequence[BatchMixer], smoothing: LabelSmoothing | No
 
     timm_mixup = None
     if "mixup" in by_name or "cutmix" in by_name:
-        from timm.data import Mixup
-
         both = "mixup" in by_name and "cutmix" in by_name
         timm_mixup = Mixup(
             mixup_alpha=float(by_name["mixup"].params["alpha"]) if "mixup" in by_name else 0.0,
@@ -172,8 +172,6 @@ def batch_transform(mixers: Sequence[BatchMixer], smoothing: LabelSmoothing | No
             return timm_mixup(x, labels)
         # timm's Mixup asserts an even batch (needed by its 'pair'/'elem' modes only); in 'batch' mode
         # the reversed pairing is well defined for odd sizes, so call its per-batch step directly.
-        from timm.data.mixup import mixup_target
-
         lam = timm_mixup._mix_batch(x)
         return x, mixup_target(labels, num_classes, lam, 0.0)
 

@@ -13,9 +13,11 @@ from collections import OrderedDict
 
 import torch
 import torch.nn.functional as F
+from timm.models import resnet as timm_resnet
 from torch import nn
+from torchvision.models import resnet as tv_resnet
 
-from ..parts import ModelTransform
+from ..parts import ModelTransform, TimmArgs
 from ..registry import TrickError, check_param, register_trick
 
 __all__ = ["ICLayer", "ClassifierInputDropout", "find_classifier", "residual_blocks", "dropout", "ic_layer"]
@@ -57,9 +59,6 @@ def find_classifier(model: nn.Module) -> nn.Module | None:
 def residual_blocks(model: nn.Module) -> list[nn.Module]:
     """The ResNet residual blocks of ``model``: timm's and torchvision's ``BasicBlock``/``Bottleneck``
     (and subclasses, e.g. :class:`model_tweaks.resnet_tweaks.BottleneckA`), in module order."""
-    from timm.models import resnet as timm_resnet
-    from torchvision.models import resnet as tv_resnet
-
     kinds = (timm_resnet.BasicBlock, timm_resnet.Bottleneck, tv_resnet.BasicBlock, tv_resnet.Bottleneck)
     return [m for m in model.modules() if isinstance(m, kinds)]
 
@@ -144,7 +143,9 @@ def dropout(*, p: float = 0.2) -> ModelTransform:
         head.register_forward_pre_hook(ClassifierInputDropout(p))
         return model
 
-    return ModelTransform(apply=apply, stage="structure")
+    return ModelTransform(apply=apply, stage="structure", timm_export=TimmArgs(
+        values={"drop": float(p)},
+        comments={"drop": "dropout trick: timm's drop_rate is dropout on the classifier's input, as the trick's"}))
 
 
 @register_trick("ic_layer", kind="model", section="not in He et al. 2019; Chen et al. 2019 (arXiv 1905.05928)",
@@ -184,4 +185,5 @@ def ic_layer(*, p: float = 0.05) -> ModelTransform:
                 setattr(block, name, nn.Sequential(OrderedDict(ic=ic, conv=conv)))
         return model
 
-    return ModelTransform(apply=apply, stage="structure")
+    return ModelTransform(apply=apply, stage="structure", timm_export=TimmArgs(
+        notes=("ic_layer (IC layers of Chen et al. 2019): not in timm; not exported",)))

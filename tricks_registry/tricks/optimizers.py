@@ -15,11 +15,13 @@ from __future__ import annotations
 import functools
 from typing import Any, Sequence
 
-from ..parts import OptimizerPart, ParamPolicy
-from ..registry import check_param, register_trick
+from timm.optim import create_optimizer_v2, param_groups_weight_decay
+
+from ..parts import OptimizerPart, ParamPolicy, TimmArgs
+from ..registry import build_trick, check_param, register_trick
 
 __all__ = ["sgd", "sgd_nesterov", "adamw", "adabound", "no_bias_decay", "decay_all_params",
-           "no_bias_decay_groups"]
+           "no_bias_decay_groups", "default_optimizer"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -39,8 +41,6 @@ def no_bias_decay_groups(model: Any, weight_decay: float) -> list[dict[str, Any]
     the names in the model's ``no_weight_decay()`` (e.g. position embeddings), as timm's
     ``create_optimizer_v2`` does.
     """
-    from timm.optim import param_groups_weight_decay
-
     no_decay = model.no_weight_decay() if hasattr(model, "no_weight_decay") else ()
     return param_groups_weight_decay(model, weight_decay=weight_decay, no_weight_decay_list=no_decay)
 
@@ -53,7 +53,8 @@ def no_bias_decay() -> ParamPolicy:
     He et al. 2019, section 3.1 (following Jia et al. 2018): biases and the gamma/beta of BN layers are
     left unregularized. timm's ``param_groups_weight_decay`` builds the two parameter groups.
     """
-    return ParamPolicy(groups=no_bias_decay_groups)
+    # timm's train.py does the same by default (create_optimizer_v2's filter_bias_and_bn)
+    return ParamPolicy(groups=no_bias_decay_groups, timm_export=TimmArgs())
 
 
 # --------------------------------------------------------------------------------------------
@@ -62,8 +63,6 @@ def no_bias_decay() -> ParamPolicy:
 
 def _timm_optimizer(param_groups: Sequence[dict[str, Any]], lr: float, weight_decay: float, *,
                     opt: str, **kwargs: Any) -> Any:
-    from timm.optim import create_optimizer_v2
-
     return create_optimizer_v2(list(param_groups), opt=opt, lr=lr, weight_decay=weight_decay, **kwargs)
 
 
@@ -118,7 +117,7 @@ def adamw(*, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> Op
 
 def _adabound(param_groups: Sequence[dict[str, Any]], lr: float, weight_decay: float, *,
               betas: tuple[float, float], final_lr: float, gamma: float, eps: float, amsbound: bool) -> Any:
-    import torch_optimizer
+    import torch_optimizer  # start-up time: ~1 s to import, paid only by recipes that use AdaBound
 
     return torch_optimizer.AdaBound(list(param_groups), lr=lr, betas=tuple(betas), final_lr=final_lr,
                                     gamma=gamma, eps=eps, weight_decay=weight_decay, amsbound=amsbound)
@@ -140,3 +139,8 @@ def adabound(*, final_lr: float = 0.1, gamma: float = 1e-3, betas: tuple[float, 
     return OptimizerPart(make=functools.partial(_adabound, betas=tuple(betas), final_lr=final_lr, gamma=gamma,
                                                 eps=eps, amsbound=amsbound),
                          timm_args={})
+
+
+def default_optimizer() -> OptimizerPart:
+    """The optimizer of a recipe that lists none: ``sgd`` with its defaults (momentum SGD)."""
+    return build_trick("sgd")

@@ -22,8 +22,13 @@ import math
 import warnings
 from typing import Any, Callable, Literal, Sequence
 
-from ..parts import LRScaling, Schedule, Warmup
-from ..registry import TrickError, check_param, register_trick
+import timm.scheduler as ts
+import torch
+from timm.scheduler.scheduler import Scheduler
+from torch.optim.lr_scheduler import CyclicLR
+
+from ..parts import TIMM_CONSTANT_SCHEDULE, LRScaling, Schedule, TimmArgs, Warmup
+from ..registry import TrickError, build_trick, check_param, register_trick
 
 __all__ = [
     # tricks
@@ -31,7 +36,7 @@ __all__ = [
     "linear_warmup", "constant_warmup", "linear_scaling",
     # pure functions and the scheduler
     "warmup_factor", "exponential_factor", "inverse_factor", "sigmoid_factor",
-    "warmup_steps", "build_scheduler", "WarmupScheduler", "lr_sequence",
+    "warmup_steps", "build_scheduler", "WarmupScheduler", "lr_sequence", "default_schedule",
 ]
 
 
@@ -132,15 +137,11 @@ class WarmupScheduler:
 
 
 def _timm_scheduler(cls_name: str, optimizer: Any, **kwargs: Any) -> Any:
-    import timm.scheduler as ts
-
     return getattr(ts, cls_name)(optimizer, t_in_epochs=False, **kwargs)
 
 
 def _curve_scheduler(optimizer: Any, curve: Callable[[int], float]) -> Any:
     """A timm ``Scheduler`` whose LR is ``base * curve(t)`` (for the curves timm lacks)."""
-    from timm.scheduler.scheduler import Scheduler
-
     class CurveScheduler(Scheduler):
         def __init__(self) -> None:
             self._curve = curve
@@ -214,20 +215,19 @@ def build_scheduler(optimizer: Any, main: MainBuilder, *, relative: bool, total_
                            relative=relative)
 
 
-def _schedule(name: str, main: MainBuilder, *, relative: bool, timm_args: dict[str, Any]) -> Schedule:
+def _schedule(name: str, main: MainBuilder, *, relative: bool, timm_args: dict[str, Any],
+              timm_per_update: TimmArgs | None = None) -> Schedule:
     def make(optimizer: Any, *, total_steps: int, steps_per_epoch: int,
              warmup: Warmup | None = None) -> WarmupScheduler:
         return build_scheduler(optimizer, main, relative=relative, total_steps=total_steps,
                                steps_per_epoch=steps_per_epoch, warmup=warmup, trick=name)
 
-    return Schedule(make=make, timm_args=timm_args)
+    return Schedule(make=make, timm_args=timm_args, timm_per_update=timm_per_update)
 
 
 def lr_sequence(schedule: Schedule, *, base_lr: float = 1.0, total_steps: int, steps_per_epoch: int,
                 warmup: Warmup | None = None) -> list[float]:
     """The LR at every step ``0 .. total_steps - 1`` of ``schedule`` (e.g. to plot it); uses a dummy optimizer."""
-    import torch
-
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=base_lr)
     sched = schedule.make(opt, total_steps=total_steps, steps_per_epoch=steps_per_epoch, warmup=warmup)
     lrs = []
@@ -255,8 +255,7 @@ def constant() -> Schedule:
     def main(opt: Any, total: int, spe: int) -> Any:
         return _timm_scheduler("StepLRScheduler", opt, decay_t=1, decay_rate=1.0)
 
-    return _schedule("constant", main, relative=True,
-                     timm_args={"sched": "constant", "sched_on_updates": True})
+    return _schedule("constant", main, relative=True, timm_args=dict(TIMM_CONSTANT_SCHEDULE))
 
 
 @register_trick("step", kind="schedule", section="Caffe solver.proto lr_policy 'step'",
@@ -302,9 +301,14 @@ def multistep(*, milestones: tuple[int, ...] = (30, 60, 90), gamma: float = 0.1)
         return _timm_scheduler("MultiStepLRScheduler", opt, decay_t=[m * spe + 1 for m in milestones],
                                decay_rate=gamma)
 
+    # with a warmup, timm must step it every update (per epoch it would hold warmup_lr for the whole first epoch
+    # and rise in stairs); per update, milestone m * steps applies when t + 1 >= m * steps: one iteration early
+    per_update = TimmArgs(values={"decay_milestones": list(milestones), "sched_on_updates": True}, notes=(
+        f"multistep with warmup: stepped every iteration so that the warmup is the recipe's; timm then decays at "
+        f"milestone epochs {list(milestones)} one iteration early (the last one of the epoch before)",))
     return _schedule("multistep", main, relative=False, timm_args={
         "sched": "multistep", "decay_milestones": [m + 1 for m in milestones], "decay_rate": gamma,
-        "warmup_prefix": False, "sched_on_updates": False})
+        "warmup_prefix": False, "sched_on_updates": False}, timm_per_update=per_update)
 
 
 @register_trick("exponential", kind="schedule", section="Caffe solver.proto lr_policy 'exp'",
@@ -412,8 +416,6 @@ def cyclic(*, base_lr_factor: float = 0.25, step_size_epochs: float = 4.0,
     check_param(0 < gamma <= 1, "cyclic", "gamma", f"must be in (0, 1], got {gamma}")
 
     def main(opt: Any, total: int, spe: int) -> Any:
-        from torch.optim.lr_scheduler import CyclicLR
-
         bases = [g["initial_lr"] for g in opt.param_groups]
         sched = CyclicLR(opt, base_lr=[b * base_lr_factor for b in bases], max_lr=bases,
                          step_size_up=max(1, round(step_size_epochs * spe)), mode=mode, gamma=gamma,
@@ -475,3 +477,8 @@ def linear_scaling(*, base_lr: float = 0.1, base_batch: int = 256) -> LRScaling:
     check_param(base_lr > 0, "linear_scaling", "base_lr", f"must be > 0, got {base_lr}")
     check_param(base_batch > 0, "linear_scaling", "base_batch", f"must be > 0, got {base_batch}")
     return LRScaling(scale=functools.partial(_linear_scale, base_lr=base_lr, base_batch=base_batch))
+
+
+def default_schedule() -> Schedule:
+    """The schedule of a recipe that lists none: ``constant`` (the base LR after any warmup)."""
+    return build_trick("constant")
