@@ -14,7 +14,7 @@ import torch
 import yaml
 
 from tricks_registry.cli import main as cli_main
-from tricks_registry.export_timm import export_timm_args
+from tricks_registry.export.timm_args import export_timm_args
 from tricks_registry.parts import compose, parts_from_config
 from tricks_registry.recipe import RecipeError, list_recipes, resolve
 from tricks_registry.tricks.schedules import lr_sequence

@@ -1,0 +1,329 @@
+"""Export a resolved recipe as a config file for timm's own ``train.py`` (``train.py -c FILE``).
+
+timm's ``train.py`` reads the YAML file given by ``-c`` and calls ``parser.set_defaults(**cfg)``, so every key
+here is one of its argparse *dest* names (``batch_size``, ``warmup_epochs`` ...). A key it does not know is
+ignored without a word, so :func:`export_timm_args` only writes names that exist in ``train.py`` (the list is
+checked by ``tests/test_export_timm.py``, taken from huggingface/pytorch-image-models at :data:`TIMM_TRAIN_PY_REF`).
+
+Values are written explicitly wherever timm's defaults differ from the recipe (timm's ``--smoothing`` is 0.1,
+``--weight-decay`` 2e-5, ``--warmup-epochs`` 5, ``--color-jitter`` 0.4, ``--hflip`` 0.5, ``--sched`` cosine,
+``--seed`` 42, its ResNets zero-initialise the last BN of each block ...). This module knows no trick: it writes
+the recipe's own sections (model, data, batch, LR, seed) and asks each part of the recipe's pipeline how
+train.py expresses it (``export_timm``, see :class:`~tricks_registry.parts.TimmArgs`); a part that answers
+``None`` has no equivalent there. What ``train.py`` cannot express goes in a comment block at the top, one line
+each.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import model_tweaks  # noqa: F401  (registers the _v1a/_v1b/... names so that timm knows them)
+import yaml
+
+from ..parts import (LabelSmoothing, ModelTransform, ParamPolicy, Pipeline, TimmArgs, TimmContext,
+                     batch_mixers_timm_args, compose, parts_from_config, sample_transforms_timm_args)
+from ..recipe import Recipe, RecipeError, per_device_batch, plain
+from ..tricks.optimizers import default_optimizer
+from ..tricks.schedules import default_schedule
+
+__all__ = ["export_timm_args", "TIMM_TRAIN_PY_REF"]
+
+#: the timm ``train.py`` whose argument names this exporter writes
+TIMM_TRAIN_PY_REF = "huggingface/pytorch-image-models@aa4b5850 (timm 1.0.29.dev0)"
+
+# model.kwargs that train.py passes to create_model itself: they must go to their own flag, since the same
+# name in model_kwargs would reach create_model twice (TypeError)
+_MODEL_KWARG_DESTS = {
+    "num_classes": "num_classes", "in_chans": "in_chans", "drop_rate": "drop", "drop_path_rate": "drop_path",
+    "drop_block_rate": "drop_block", "global_pool": "gp", "bn_momentum": "bn_momentum", "bn_eps": "bn_eps",
+}
+
+
+def _flow(value: Any) -> str:
+    """One value as one line of YAML (flow style for lists and mappings)."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=math.inf, sort_keys=False)
+    if text.endswith("\n...\n"):  # a plain scalar ends with the document-end marker
+        text = text[:-len("\n...\n")]
+    return text.strip()
+
+
+def _split_tag(name: str) -> tuple[str, str]:
+    base, _, tag = name.partition(".")
+    return base, (f".{tag}" if tag else "")
+
+
+class _Out:
+    """The config being built: ordered keys with an optional comment above each, and the notes."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str, Any, str | None]] = []  # (key, value, comment); key "" = section line
+        self.notes: list[str] = []
+        self.unexpressed: list[Any] = []  # the parts that have no train.py equivalent
+
+    def section(self, title: str) -> None:
+        self.items.append(("", None, title))
+
+    def set(self, key: str, value: Any, comment: str | None = None) -> None:
+        for i, (k, _, c) in enumerate(self.items):
+            if k == key:
+                self.items[i] = (key, plain(value), comment or c)
+                return
+        self.items.append((key, plain(value), comment))
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+
+    def values(self) -> dict[str, Any]:
+        return {k: v for k, v, _ in self.items if k}
+
+    def device_modules(self, modules: tuple[str, ...]) -> None:
+        mods = self.values().get("device_modules") or []
+        if any(m not in mods for m in modules):
+            self.set("device_modules", list(mods) + [m for m in modules if m not in mods])
+
+    def add(self, args: TimmArgs, *, notes: bool = True) -> None:
+        """Write what a part says: its device modules, then its values (with their comments), then its notes."""
+        if args.device_modules:
+            self.device_modules(args.device_modules)
+        for key, value in args.values.items():
+            self.set(key, value, args.comments.get(key))
+        if notes:
+            self.notes.extend(args.notes)
+
+
+def _ask(part: Any, ctx: TimmContext, out: _Out) -> TimmArgs:
+    """What ``part`` says to train.py; a part without an equivalent is remembered for the closing notes."""
+    args = part.export_timm(ctx)
+    if args is None:
+        out.unexpressed.append(part)
+        return TimmArgs()
+    return args
+
+
+# ----------------------------------------------------------------------------------------------------------
+# model
+def _timm_model_name(name: str, out: _Out) -> tuple[str, bool]:
+    """timm's native name for ``name`` and whether it needs the model_tweaks plugin imported."""
+    import timm
+    import model_tweaks
+
+    if name.startswith("torchvision:"):
+        tv = name.split(":", 1)[1]
+        if timm.is_model(tv):
+            out.note(f"model '{name}': timm's train.py builds timm models only; exported timm's '{tv}' (the timm "
+                     f"implementation and its initialisation, not torchvision's)")
+            return tv, False
+        out.note(f"model '{name}': timm's train.py builds timm models only and timm has no '{tv}'; "
+                 f"train.py will fail at create_model")
+        return name, False
+    base, tag = _split_tag(name)
+    if base in model_tweaks.TIMM_EQUIVALENT:
+        native = model_tweaks.TIMM_EQUIVALENT[base]
+        if native is not None:
+            return native + tag, False
+        return name, True
+    return name, False
+
+
+def _is_timm_resnet(name: str) -> bool:
+    from timm.models import is_model_in_modules
+
+    base = _split_tag(name)[0]
+    try:
+        return bool(is_model_in_modules(base, ["resnet", "resnet_tweaks"]))
+    except Exception:  # noqa: BLE001 - an unknown name is simply not a timm ResNet
+        return False
+
+
+def _model(data: Mapping[str, Any], pipeline: Pipeline, ctx: TimmContext, needs_plugin: bool, out: _Out) -> None:
+    model_cfg = data["model"]
+    name = model_cfg["name"]
+    timm_name = ctx.model
+    out.section("model")
+    if timm_name != name and not name.startswith("torchvision:"):
+        out.set("model", timm_name, f"the recipe's {name} (model_tweaks) is timm's native {timm_name}: "
+                                    f"same network, same parameter names")
+    else:
+        out.set("model", timm_name)
+    device_modules: list[str] = []
+    if needs_plugin:
+        device_modules.append("model_tweaks")
+        out.note(f"model '{name}': timm has no such network; it comes from the model_tweaks plugin "
+                 f"(pip install timm-tricks next to timm), imported through train.py's device_modules hook")
+    out.set("pretrained", bool(model_cfg.get("pretrained", False)))
+
+    kwargs = dict(model_cfg.get("kwargs") or {})
+    for key, dest in _MODEL_KWARG_DESTS.items():
+        if key in kwargs:
+            out.set(dest, kwargs.pop(key))
+    said = [_ask(t, ctx, out) for t in pipeline.model_transforms]
+    for args in said:
+        out.add(args, notes=False)
+    part_kwargs = {k: v for args in said for k, v in args.model_kwargs.items()}
+    if ctx.timm_resnet:  # timm's ResNets zero-init the last BN of each block unless told not to
+        from_parts = bool(part_kwargs.pop("zero_init_last", False))
+        zero = bool(kwargs.pop("zero_init_last", False)) or from_parts
+        kwargs["zero_init_last"] = zero
+        if not zero:
+            out.note(ModelTransform.TIMM_RESNET_NOT_ZEROED)
+    kwargs.update(part_kwargs)
+    if kwargs:
+        out.set("model_kwargs", kwargs, "passed to timm.create_model")
+    for args in said:
+        out.notes.extend(args.notes)
+    if device_modules:
+        out.set("device_modules", device_modules)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# data and augmentation
+def _data(data: Mapping[str, Any], pipeline: Pipeline, ctx: TimmContext, out: _Out) -> None:
+    d = data["data"]
+    out.section("data (train.py -c FILE --data-dir DIR: ImageFolder DIR/<train_split>/<class>/...)")
+    out.set("train_split", d["train_split"])
+    out.set("val_split", d["val_split"])
+    out.set("img_size", d["input_size"])
+    out.set("crop_pct", d["eval_crop_pct"], "evaluation: resize input_size / crop_pct, centre crop")
+    out.set("interpolation", d["interpolation"])
+    out.set("train_interpolation", d["interpolation"])
+    out.set("mean", list(d["mean"]))
+    out.set("std", list(d["std"]))
+    out.set("workers", d["workers"])
+    if d.get("subset_per_class"):
+        out.note(f"data.subset_per_class {d['subset_per_class']}: train.py has no per-class subset; "
+                 f"it trains on the whole split")
+
+    out.section("augmentation")
+    out.add(sample_transforms_timm_args(pipeline.sample_transforms))  # their create_transform arguments
+    for t in pipeline.sample_transforms:
+        out.add(_ask(t, ctx, out))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# optimisation
+def _optimisation(recipe: Recipe, pipeline: Pipeline, ctx: TimmContext, world_size: int, out: _Out) -> None:
+    train = recipe.data["train"]
+    global_batch = train["global_batch_size"]
+    batch = per_device_batch(recipe, world_size)
+    out.section("optimisation")
+    out.set("batch_size", batch,
+            f"PER PROCESS: global batch {global_batch} / {world_size} process(es); torchrun's --nproc_per_node "
+            f"must be {world_size} (re-export with --nproc N for another count)")
+    out.set("lr", recipe.lr, f"for the global batch {global_batch} (train.py rescales only when lr is unset)")
+    out.set("weight_decay", train["weight_decay"])
+    out.add(_ask(pipeline.optimizer or default_optimizer(), ctx, out))
+    if pipeline.param_policy is None:
+        out.add(ParamPolicy.TIMM_WHEN_ABSENT)
+    else:
+        out.add(_ask(pipeline.param_policy, ctx, out))
+    if train.get("grad_clip"):
+        out.set("clip_grad", train["grad_clip"])
+        out.set("clip_mode", "norm")
+    for p in pipeline.penalties:
+        out.add(_ask(p, ctx, out))
+
+
+def _schedule(pipeline: Pipeline, ctx: TimmContext, out: _Out) -> None:
+    out.section("learning-rate schedule")
+    out.add(_ask(pipeline.schedule or default_schedule(), ctx, out))  # the schedule applies ctx.warmup
+    if pipeline.lr_scaling is not None:
+        out.add(_ask(pipeline.lr_scaling, ctx, out))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# loss: label smoothing, mixing, distillation
+def _loss(pipeline: Pipeline, ctx: TimmContext, out: _Out) -> None:
+    out.section("loss")
+    if pipeline.label_smoothing is None:
+        out.add(LabelSmoothing.TIMM_WHEN_ABSENT)
+    else:
+        out.add(_ask(pipeline.label_smoothing, ctx, out))
+    out.add(batch_mixers_timm_args(pipeline.batch_mixers))
+    for m in pipeline.batch_mixers:
+        out.add(_ask(m, ctx, out))
+    if pipeline.distillation is not None:
+        out.section("knowledge distillation (timm.task.LogitDistillationTask)")
+        out.add(_ask(pipeline.distillation, ctx, out))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# runtime
+def _runtime(data: Mapping[str, Any], pipeline: Pipeline, out: _Out) -> None:
+    out.section("runtime")
+    out.add(pipeline.runtime.export_timm())  # the runtime parts' settings, composed
+    train = data["train"]
+    out.section("misc")
+    out.set("seed", train["seed"], "train.py seeds each process with seed + rank, as the recipe's trainer")
+    out.set("log_interval", train["log_every"])
+
+
+# ----------------------------------------------------------------------------------------------------------
+def export_timm_args(recipe: Recipe, *, world_size: int = 1) -> str:
+    """A YAML config for timm's ``train.py -c FILE`` that trains ``recipe`` on ``world_size`` processes.
+
+    ``batch_size`` is per process (``global_batch_size / world_size``, which must divide); ``lr`` is the
+    recipe's, for the global batch. Raises :class:`~tricks_registry.recipe.RecipeError` if the batch does not
+    split or the recipe is not an image-classification recipe.
+    """
+    data = recipe.data
+    if data.get("task", "classification") != "classification":
+        raise RecipeError(f"task '{data.get('task')}': timm's train.py trains image classifiers only",
+                          key="task")
+    if not isinstance(world_size, int) or isinstance(world_size, bool) or world_size < 1:
+        raise RecipeError(f"--nproc must be a positive number of processes, got {world_size!r}")
+    per_device_batch(recipe, world_size)  # fails first, with the recipe's message, if the batch does not split
+    parts = parts_from_config(data["tricks"])
+    pipeline = compose(parts)
+
+    out = _Out()
+    timm_name, needs_plugin = _timm_model_name(data["model"]["name"], out)
+
+    def timm_model(name: str) -> tuple[str, tuple[str, ...]]:
+        native, plugin = _timm_model_name(name, out)
+        return native, (("model_tweaks",) if plugin else ())
+
+    ctx = TimmContext(model=timm_name, timm_resnet=_is_timm_resnet(timm_name), lr=recipe.lr,
+                      epochs=data["train"]["epochs"], warmup=pipeline.warmup, timm_model=timm_model)
+    _model(data, pipeline, ctx, needs_plugin, out)
+    _data(data, pipeline, ctx, out)
+    _optimisation(recipe, pipeline, ctx, world_size, out)
+    _schedule(pipeline, ctx, out)
+    _loss(pipeline, ctx, out)
+    _runtime(data, pipeline, out)
+    order = {id(part): i for i, part in enumerate(parts)}
+    for part in sorted(out.unexpressed, key=lambda part: order[id(part)]):
+        out.note(f"{part.trick or type(part).__name__}: no timm train.py equivalent; not exported")
+    return _render(recipe, world_size, out)
+
+
+def _render(recipe: Recipe, world_size: int, out: _Out) -> str:
+    data = recipe.data
+    lines = [
+        f"# timm train.py config for recipe {recipe.name}@{recipe.version}, exported by timm-tricks",
+        f"# recipe sha256: {recipe.sha256}",
+        f"# lineage: {' <- '.join(data.get('lineage') or recipe.lineage)}",
+    ]
+    if data.get("reference"):
+        lines.append(f"# reference: {data['reference']}")
+    lines += [
+        "# run it from a timm checkout (train.py is not in the timm wheel), FILE being this file:",
+        f"#   torchrun --nproc_per_node {world_size} train.py -c FILE --data-dir DIR",
+        f"# batch_size is PER PROCESS ({data['train']['global_batch_size']} / {world_size}): --nproc_per_node must "
+        f"be {world_size}, or re-export with `tricks recipe export {recipe.name} --format timm-args --nproc N`.",
+        f"# keys are train.py argparse dests ({TIMM_TRAIN_PY_REF}); train.py applies them with "
+        f"parser.set_defaults, so command-line flags still override them.",
+    ]
+    if out.notes:
+        lines.append("#")
+        lines.append("# not expressible in timm's train.py (what this file does instead):")
+        lines += [f"# - {n}" for n in out.notes]
+    for key, value, comment in out.items:
+        if not key:
+            lines.append("")
+            lines.append(f"# --- {comment}")
+            continue
+        if comment:
+            lines.append(f"# {comment}")
+        lines.append(f"{key}: {_flow(value)}")
+    return "\n".join(lines) + "\n"
