@@ -29,10 +29,10 @@ from safetensors.torch import load_file, save_file
 
 import timm
 from model_tweaks.resnet_tweaks import HUB_ORG_ENV, TIMM_EQUIVALENT, tricks_hub_id
-from tricks_registry.models import build_model
-from tricks_registry.weights import TeacherUnavailable, load_teacher
 from tricks_registry.cli import main
-from tricks_registry.hub import EXPORT_FILES, PICKLE_SUFFIXES, portable_architecture
+from tricks_registry.export.hub import EXPORT_FILES
+from tricks_registry.models import build_model, portable_architecture
+from tricks_registry.weights import PICKLE_SUFFIXES, TeacherUnavailable, load_teacher
 
 OLAH = Path(shutil.which("olah-cli") or Path(sys.executable).with_name("olah-cli"))
 CLASSES = ["cat", "dog", "fish"]
@@ -478,7 +478,7 @@ import model_tweaks
 part("v1a", lambda: pull(args["v1a"], args["v1a_logits"]))
 
 from tricks_registry.weights import TeacherUnavailable, load_teacher
-from tricks_registry.hub import recipe_from_hub
+from tricks_registry.export.hub import recipe_from_hub
 cpu = torch.device("cpu")
 gluon = load_file(args["gluon"])
 def same(model):

@@ -130,3 +130,10 @@ def test_lr_find_cli_writes_curve_and_suggests(tmp_path, capsys, cifar_subset):
 def test_package_exports():
     assert tricks_registry.__version__
     assert len(list_tricks()) >= sum(len(v) for v in REQUIRED.values())
+
+
+def test_export_transfer_is_a_subcommand_with_clear_errors(tmp_path, capsys):
+    """``tricks export-transfer RUN_DIR OUT_DIR`` (the transfer model export, formerly a module's own main)."""
+    assert main(["export-transfer", str(tmp_path), str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "not a tricks-train run folder" in err and "Traceback" not in err and err.count("\n") == 1

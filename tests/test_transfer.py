@@ -21,7 +21,7 @@ from tricks_registry.errors import TimmTricksError
 from tricks_registry.recipe import RecipeError, list_recipes, resolve
 from tricks_registry.transfer import ade20k, voc
 from tricks_registry.transfer.backbones import build_transfer_model, classifier_weights, create_body
-from tricks_registry.transfer.export import export_transfer, load_exported
+from tricks_registry.export.transfer import export_transfer, load_exported
 from tricks_registry.transfer.metrics import confusion_matrix, segmentation_scores, voc_ap, voc_detection_map
 
 TRANSFER = sorted(name for name, _, _ in list_recipes() if name.startswith(("fasterrcnn", "fcn")))

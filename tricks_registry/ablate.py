@@ -1,5 +1,7 @@
 """``tricks ablate``: train a ladder of recipes for several seeds and tabulate it beside the paper.
 
+The library side of the command (its arguments are read in :mod:`tricks_registry.cli`).
+
 He et al. 2019 report their tricks as a cumulative ladder: the baseline (Table 2), efficient training
 (Table 3), the ResNet-D tweak (Table 5), then cosine decay, label smoothing, distillation and mixup (Table 6).
 ``tricks ablate --ladder table6 --data-dir DIR --preset cifar --seeds 2 --output OUT`` trains every rung for
@@ -19,22 +21,27 @@ recipe (see :data:`PRESETS`); ``--set`` given on the command line applies after 
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import re
-import shlex
 import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .recipe import Recipe, resolve
-from .errors import TimmTricksError
+from timm.data.readers.reader_image_folder import find_images_and_targets
+from tqdm import tqdm
 
-__all__ = ["LADDERS", "PRESETS", "Preset", "plan_ladder", "run_ablation", "rung_stats", "paper_figure",
-           "render_markdown", "add_parser", "cmd_ablate"]
+from .checkpoint import atomic_write_png, atomic_write_text
+from .data import find_split
+from .errors import CheckpointError, TimmTricksError
+from .recipe import Recipe, resolve
+from .run_folder import RunFolder
+from .train import train
+
+__all__ = ["LADDERS", "PRESETS", "RUNG_LABELS", "Preset", "Rung", "plan_ladder", "run_ablation", "read_run",
+           "finished_run", "rung_stats", "paper_figure", "render_markdown", "render_chart"]
 
 #: named ladders: recipe names in the paper's order
 LADDERS: dict[str, tuple[str, ...]] = {
@@ -183,23 +190,24 @@ def plan_ladder(refs: Sequence[str], preset: Preset, seeds: Sequence[int], extra
 
 # ---------------------------------------------------------------------------------------------------------
 # runs and statistics
-def _finished(folder: Path, sha256: str) -> Path | None:
-    """A finished run (summary.json) of the recipe with this hash under ``folder``, newest first."""
+def finished_run(folder: Path, sha256: str) -> Path | None:
+    """A finished run (it wrote its summary) of the recipe with this hash under ``folder``, newest first."""
     if not folder.is_dir():
         return None
     for run_dir in sorted(folder.iterdir(), reverse=True):
-        sha = run_dir / "recipe.sha256"
-        if (run_dir / "summary.json").is_file() and sha.is_file() and sha.read_text().strip() == sha256:
+        run = RunFolder(run_dir)
+        if run.finished and run.recipe_sha256() == sha256:
             return run_dir
     return None
 
 
 def read_run(run_dir: Path) -> dict[str, Any]:
     """Final and best top-1, epochs and mean seconds / images per second per epoch of a finished run."""
-    from .checkpoint import read_metrics
-
-    summary = json.loads((run_dir / "summary.json").read_text())
-    rows = read_metrics(run_dir / "metrics.csv")
+    run = RunFolder(run_dir)
+    summary = run.summary()
+    if summary is None:
+        raise CheckpointError(f"{run_dir}: the run has not finished (no summary.json)")
+    rows = run.metrics()
     epoch_s = [r["epoch_s"] for r in rows if r.get("epoch_s")]
     rates = [r["images_per_s"] for r in rows if r.get("images_per_s")]
     return {"run_dir": str(run_dir), "top1": float(summary["final"]["top1"]), "best_top1": summary["best_top1"],
@@ -257,12 +265,10 @@ def render_markdown(results: dict[str, Any]) -> str:
 def render_chart(results: dict[str, Any], path: Path) -> None:
     """Top-1 per rung (bars: mean, whiskers: s.d., dots: seeds) and the gain over the parent rung, ours beside
     the paper's."""
-    import matplotlib
+    import matplotlib  # here: the Agg backend is chosen before pyplot loads
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
-
-    from .checkpoint import atomic_write_png
 
     rungs = results["rungs"]
     labels = [r["label"] for r in rungs]
@@ -302,10 +308,6 @@ def render_chart(results: dict[str, Any], path: Path) -> None:
 
 def _count_images(data_dir: Path, split: str) -> tuple[int, int]:
     """(images, classes) of a split, listed as the training run lists them (timm's ``find_images_and_targets``)."""
-    from timm.data.readers.reader_image_folder import find_images_and_targets
-
-    from .data import find_split
-
     samples, class_to_idx = find_images_and_targets(str(find_split(data_dir, split)))
     return len(samples), len(class_to_idx)
 
@@ -318,11 +320,6 @@ def run_ablation(refs: Sequence[str], *, data_dir: str | Path, output: str | Pat
                  results_dir: str | Path | None = None) -> dict[str, Any]:
     """Train every rung of ``refs`` for ``seeds`` seeds (0 .. seeds-1) into ``output``; write results.json,
     results.md and results.png into ``results_dir`` (default ``output``) after every run; return the results."""
-    from tqdm import tqdm
-
-    from .checkpoint import atomic_write_text
-    from .train import train
-
     if preset not in PRESETS:
         raise TimmTricksError(f"--preset {preset}: unknown; presets: {', '.join(PRESETS)}")
     if seeds < 1:
@@ -348,7 +345,7 @@ def run_ablation(refs: Sequence[str], *, data_dir: str | Path, output: str | Pat
         t_ref, t_sets = p.teacher
         t_overrides = [*t_sets(resolve(t_ref)), *extra]
         t_recipe = resolve(t_ref, t_overrides)
-        t_dir = _finished(out / "teacher", t_recipe.sha256)
+        t_dir = finished_run(out / "teacher", t_recipe.sha256)
         if t_dir is None:
             tqdm.write(f"ablate: training the distillation teacher first ({t_recipe.data['model']['name']}, "
                        f"{t_recipe.data['train']['epochs']} epochs of {t_ref}) into {out / 'teacher'}")
@@ -389,7 +386,7 @@ def run_ablation(refs: Sequence[str], *, data_dir: str | Path, output: str | Pat
             done += 1
             recipe = rung.recipes[seed]
             folder = out / "runs" / f"{i:02d}-{rung.name}" / f"seed{seed}"
-            run_dir = _finished(folder, recipe.sha256)
+            run_dir = finished_run(folder, recipe.sha256)
             if run_dir is None:
                 tqdm.write(f"ablate [{done}/{total}] {rung.label}: {recipe.name}, seed {seed}, "
                            f"{recipe.data['model']['name']}, {recipe.data['train']['epochs']} epoch(s)")
@@ -428,77 +425,3 @@ def _summarise(rungs: Sequence[Rung], runs: dict[str, list[dict[str, Any]]]) -> 
         by_name[recipe.name] = entry
         out.append(entry)
     return out
-
-
-# ---------------------------------------------------------------------------------------------------------
-# command line
-def add_parser(sub: Any) -> argparse.ArgumentParser:
-    """Add ``tricks ablate`` to the ``tricks`` subcommands."""
-    p = sub.add_parser("ablate", help="train a ladder of recipes for several seeds; table and chart beside the paper",
-                       description=__doc__.split("\n\n")[0])
-    which = p.add_mutually_exclusive_group()
-    which.add_argument("--ladder", choices=sorted(LADDERS), help="a named ladder (default: table6): "
-                       + "; ".join(f"{k}: {', '.join(v)}" for k, v in LADDERS.items()))
-    which.add_argument("--recipes", help="any recipes instead, comma-separated, in ladder order")
-    p.add_argument("--data-dir", required=True, help="ImageFolder tree with train/<class>/ and val/<class>/ (or test/)")
-    p.add_argument("--preset", choices=sorted(PRESETS), default="none",
-                   help="scale the recipes to other data/hardware: "
-                        + "; ".join(f"{k}: {v.doc.split(':')[0]}" for k, v in PRESETS.items()))
-    p.add_argument("--seeds", type=int, default=2, help="seeds per rung, 0 .. N-1 (default: %(default)s)")
-    p.add_argument("--output", default="ablation", help="folder for the runs and results (default: %(default)s)")
-    p.add_argument("--results", help="write results.json/.md/.png here instead of --output (e.g. a folder of the "
-                                     "repository, without the runs' checkpoints)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override for every rung, after the preset (repeatable)")
-    p.add_argument("--teacher", help="distillation teacher for every rung that distils (a run folder or a spec); "
-                                     "default: the preset trains one, or the recipe's own")
-    p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available, else cpu")
-    p.add_argument("--dry-run", action="store_true", help="print the runs and their overrides, train nothing")
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=cmd_ablate)
-    return p
-
-
-def _command(args: argparse.Namespace) -> str:
-    parts = ["tricks", "ablate"]
-    parts += ["--recipes", args.recipes] if args.recipes else ["--ladder", args.ladder or "table6"]
-    parts += ["--data-dir", str(args.data_dir), "--preset", args.preset, "--seeds", str(args.seeds),
-              "--output", str(args.output)]
-    if args.results:
-        parts += ["--results", str(args.results)]
-    parts += [f"--set={s}" for s in args.overrides]
-    if args.teacher:
-        parts += ["--teacher", args.teacher]
-    if args.device:
-        parts += ["--device", args.device]
-    return shlex.join(parts)
-
-
-def cmd_ablate(args: argparse.Namespace) -> int:
-    if args.recipes:
-        refs = [r.strip() for r in args.recipes.split(",") if r.strip()]
-        if not refs:
-            raise TimmTricksError("--recipes: give at least one recipe name")
-        ladder = "custom"
-    else:
-        ladder = args.ladder or "table6"
-        refs = list(LADDERS[ladder])
-    for ref in refs:
-        resolve(ref)  # an unknown name fails here, before any training (RecipeError: exit code 2)
-    if args.dry_run:
-        preset = PRESETS[args.preset]
-        rungs = plan_ladder(refs, preset, list(range(args.seeds)), args.overrides, teacher=args.teacher)
-        if preset.teacher and not args.teacher and any("distillation" in r.recipes[0].data["tricks"] for r in rungs):
-            t_ref, t_sets = preset.teacher
-            print(f"teacher (trained first, once): {t_ref} --set {' --set '.join(t_sets(resolve(t_ref)))}")
-        for rung in rungs:
-            r = rung.recipes[0]
-            print(f"{rung.label}: {r.name}@{r.version} x {args.seeds} seed(s) | {r.data['model']['name']}, "
-                  f"{r.data['train']['epochs']} epochs, batch {r.data['train']['global_batch_size']}, lr {r.lr:g}")
-            print(f"    --set {' --set '.join(rung.overrides) if rung.overrides else '(none)'}")
-        return 0
-    run_ablation(refs, data_dir=args.data_dir, output=args.output, preset=args.preset, seeds=args.seeds,
-                 extra=args.overrides, teacher=args.teacher, device=args.device, progress=not args.no_progress,
-                 ladder_name=ladder, command=_command(args), results_dir=args.results)
-    return 0
-

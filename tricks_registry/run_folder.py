@@ -163,6 +163,12 @@ class RunFolder:
     def finished(self) -> bool:
         return self.file(SUMMARY_FILE).is_file()
 
+    def weights_manifest(self, tag: str) -> dict[str, Any] | None:
+        """The manifest ``checkpoints/<tag>.json`` of saved weights (checksums and metadata such as ``epoch``),
+        or None when the run wrote none."""
+        path = self.checkpoints / f"{tag}.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
     def best_or_last_weights(self) -> tuple[str, Path]:
         """``("best", checkpoints/best.safetensors)``, else the last weights; a :class:`CheckpointError` when
         the run saved neither."""

@@ -21,6 +21,7 @@ from typing import Any, Mapping
 import model_tweaks  # noqa: F401  (registers the _v1a/_v1b/... names so that timm knows them)
 import yaml
 
+from ..models import portable_architecture
 from ..parts import (LabelSmoothing, ModelTransform, ParamPolicy, Pipeline, TimmArgs, TimmContext,
                      batch_mixers_timm_args, compose, parts_from_config, sample_transforms_timm_args)
 from ..recipe import Recipe, RecipeError, per_device_batch, plain
@@ -46,11 +47,6 @@ def _flow(value: Any) -> str:
     if text.endswith("\n...\n"):  # a plain scalar ends with the document-end marker
         text = text[:-len("\n...\n")]
     return text.strip()
-
-
-def _split_tag(name: str) -> tuple[str, str]:
-    base, _, tag = name.partition(".")
-    return base, (f".{tag}" if tag else "")
 
 
 class _Out:
@@ -104,9 +100,11 @@ def _ask(part: Any, ctx: TimmContext, out: _Out) -> TimmArgs:
 # ----------------------------------------------------------------------------------------------------------
 # model
 def _timm_model_name(name: str, out: _Out) -> tuple[str, bool]:
-    """timm's native name for ``name`` and whether it needs the model_tweaks plugin imported."""
+    """timm's name for ``name`` (the one mapping, :func:`~tricks_registry.models.portable_architecture`, that the
+    Hub export uses too) and whether it needs the model_tweaks plugin imported. Where timm rebuilds our network
+    only with extra arguments (ResNet-18/34-C: timm's resnet with the deep stem), :func:`_timm_model_args` gives
+    them, for ``model_kwargs``."""
     import timm
-    import model_tweaks
 
     if name.startswith("torchvision:"):
         tv = name.split(":", 1)[1]
@@ -117,19 +115,25 @@ def _timm_model_name(name: str, out: _Out) -> tuple[str, bool]:
         out.note(f"model '{name}': timm's train.py builds timm models only and timm has no '{tv}'; "
                  f"train.py will fail at create_model")
         return name, False
-    base, tag = _split_tag(name)
-    if base in model_tweaks.TIMM_EQUIVALENT:
-        native = model_tweaks.TIMM_EQUIVALENT[base]
-        if native is not None:
-            return native + tag, False
-        return name, True
-    return name, False
+    try:
+        portable = portable_architecture(name)
+    except RecipeError:  # a name timm does not know: train.py will say so
+        return name, False
+    return portable.name, portable.plugin_module == "model_tweaks"
+
+
+def _timm_model_args(name: str) -> dict[str, Any]:
+    """The ``model_kwargs`` that make timm's architecture for ``name`` our network (see :func:`_timm_model_name`)."""
+    try:
+        return dict(portable_architecture(name).model_args)
+    except RecipeError:  # torchvision, or a name timm does not know
+        return {}
 
 
 def _is_timm_resnet(name: str) -> bool:
-    from timm.models import is_model_in_modules
+    from timm.models import get_arch_name, is_model_in_modules
 
-    base = _split_tag(name)[0]
+    base = get_arch_name(name)
     try:
         return bool(is_model_in_modules(base, ["resnet", "resnet_tweaks"]))
     except Exception:  # noqa: BLE001 - an unknown name is simply not a timm ResNet
@@ -153,7 +157,7 @@ def _model(data: Mapping[str, Any], pipeline: Pipeline, ctx: TimmContext, needs_
                  f"(pip install timm-tricks next to timm), imported through train.py's device_modules hook")
     out.set("pretrained", bool(model_cfg.get("pretrained", False)))
 
-    kwargs = dict(model_cfg.get("kwargs") or {})
+    kwargs = dict(_timm_model_args(name), **(model_cfg.get("kwargs") or {}))
     for key, dest in _MODEL_KWARG_DESTS.items():
         if key in kwargs:
             out.set(dest, kwargs.pop(key))

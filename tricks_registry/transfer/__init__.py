@@ -2,23 +2,12 @@
 (Table 9) with the tweaked, trick-trained classifiers as backbones.
 
 ``tricks-train --recipe fasterrcnn_resnet50d_voc --data-dir VOCdevkit --set backbone.weights=RUN_DIR`` runs
-:func:`.train.train` (the recipe's ``task`` picks it); :mod:`.export` writes a trained model as a folder that
-rebuilds it. Modules: :mod:`.backbones` (timm body -> torchvision detector / segmenter), :mod:`.voc` and
-:mod:`.ade20k` (the data sets in their own layouts), :mod:`.metrics` (VOC07 mAP, pixel accuracy, mIoU).
+:func:`.train.train` (the recipe's ``task`` picks it); ``tricks export-transfer RUN_DIR OUT_DIR``
+(:mod:`tricks_registry.export.transfer`) writes a trained model as a folder that rebuilds it. Modules:
+:mod:`.backbones` (timm body -> torchvision detector / segmenter), :mod:`.voc` and :mod:`.ade20k` (the data sets
+in their own layouts), :mod:`.metrics` (VOC07 mAP, pixel accuracy, mIoU).
 """
-from typing import Any
-
 from .backbones import WEIGHT_FORMS, build_transfer_model
 from .metrics import segmentation_scores, voc_ap, voc_detection_map
 
-__all__ = ["WEIGHT_FORMS", "build_transfer_model", "export_transfer", "load_exported", "segmentation_scores",
-           "voc_ap", "voc_detection_map"]
-
-
-def __getattr__(name: str) -> Any:
-    """``export_transfer`` and ``load_exported`` on first use (``python -m tricks_registry.transfer.export`` runs
-    that module as a script, which must not be imported before)."""
-    if name in ("export_transfer", "load_exported"):
-        from . import export
-        return getattr(export, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = ["WEIGHT_FORMS", "build_transfer_model", "segmentation_scores", "voc_ap", "voc_detection_map"]

@@ -20,13 +20,22 @@ the top (5 = all, 3 = the stem and the first stage frozen) and ``backbone.frozen
 from __future__ import annotations
 
 from collections import OrderedDict
-from pathlib import Path
 from typing import Any, Mapping
 
+import timm
 import torch
+from timm.layers import freeze_batch_norm_2d
+from timm.models import get_arch_name
 from torch import nn
+from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
-from ..errors import RecipeError, WeightsError
+from torchvision.models.segmentation.fcn import FCN, FCNHead
+from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
+
+from ..errors import RecipeError, TimmTricksError, WeightsError
+from ..models import check_model_name
+from ..run_folder import RunFolder
+from ..weights import WeightsSpecError, load_state_dict, parse_weights_spec
 
 __all__ = ["WEIGHT_FORMS", "classifier_weights", "create_body", "build_transfer_model", "MultiScaleRCNNTransform",
            "FPNBackbone", "DilatedBackbone", "head_modules", "TASK_MODELS"]
@@ -49,55 +58,38 @@ def _fail(spec: str, why: str) -> BackboneWeightsError:
 
 
 def classifier_weights(spec: str, arch: str) -> dict[str, torch.Tensor] | None:
-    """The classifier state dict that ``spec`` names (see :data:`WEIGHT_FORMS`) for architecture ``arch``;
-    None for ``scratch``."""
-    import timm
-    import yaml
-
-    from ..weights import run_weights_file
-    from ..checkpoint import load_weights
-    from ..hub import HubError, pretrained_overlay
-
+    """The classifier state dict that ``spec`` names (see :data:`WEIGHT_FORMS`; read by
+    :func:`tricks_registry.weights.parse_weights_spec`, the one grammar) for architecture ``arch``; None for
+    ``scratch``. Weights from outside are read as safetensors only."""
     if spec == "scratch":
         return None
-    path = Path(spec)
     try:
-        if path.is_dir():
-            if not (path / "recipe.yaml").is_file():
-                raise _fail(spec, "a folder, but not a tricks-train run folder (no recipe.yaml)")
-            trained = yaml.safe_load((path / "recipe.yaml").read_text())["model"]["name"]
-            if trained.split(".")[0] != arch:
+        ws = parse_weights_spec(spec)
+        if ws.kind == "run":
+            trained = RunFolder(ws.path).recipe_data()[0]["model"]["name"]  # its hash checked
+            if get_arch_name(trained) != arch:
                 raise _fail(spec, f"that run trained {trained}, the recipe's backbone is {arch}; add "
-                                  f"--set backbone.model={trained.split('.')[0]}")
-            return load_weights(run_weights_file(path))
-        if spec.endswith(".safetensors"):
-            named, _, file = spec.rpartition("@")
-            if named and named != arch:
-                raise _fail(spec, f"the weights are named {named}, the recipe's backbone is {arch}; add "
-                                  f"--set backbone.model={named}")
-            if not Path(file).is_file():
-                raise _fail(spec, f"no file {file}")
-            return load_weights(file)
-        if spec.startswith(("hf-hub:", "local-dir:")) or "." in spec:
-            if "." in spec and not spec.startswith(("hf-hub:", "local-dir:")) and spec.split(".")[0] != arch:
-                raise _fail(spec, f"the tag is for {spec.split('.')[0]}, the recipe's backbone is {arch}")
-            overlay = pretrained_overlay(spec) or None  # safetensors only from outside (timm's own format)
-            return timm.create_model(spec, pretrained=True, pretrained_cfg_overlay=overlay).state_dict()
+                                  f"--set backbone.model={get_arch_name(trained)}")
+        elif ws.kind == "file" and ws.arch and ws.arch != arch:
+            raise _fail(spec, f"the weights are named {ws.arch}, the recipe's backbone is {arch}; add "
+                              f"--set backbone.model={ws.arch}")
+        elif ws.kind == "tag" and ws.arch != arch:
+            raise _fail(spec, f"the tag is for {ws.arch}, the recipe's backbone is {arch}")
+        return load_state_dict(ws)
     except BackboneWeightsError:
         raise
-    except HubError as err:  # only pickled weights there
+    except WeightsSpecError as err:
+        raise _fail(spec, err.why) from None
+    except TimmTricksError as err:  # no file, only pickled weights there, an edited run
         raise _fail(spec, str(err)) from None
     except Exception as err:  # no network, no cache, a corrupt file: all end the same way, before training
         raise _fail(spec, f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from None
-    raise _fail(spec, "it is no file, folder or pretrained tag")
 
 
 def _load_into_body(body: nn.Module, weights: Mapping[str, torch.Tensor], spec: str, arch: str) -> None:
     """Load a classifier's weights into its ``features_only`` body: every body parameter must be there; the
     only extra keys allowed are the classifier head's."""
-    import timm
-
-    head = timm.models.get_pretrained_cfg_value(arch.split(".")[0], "classifier") or ()
+    head = timm.models.get_pretrained_cfg_value(get_arch_name(arch), "classifier") or ()
     head = (head,) if isinstance(head, str) else tuple(head)
     try:
         missing, unexpected = body.load_state_dict(dict(weights), strict=False)
@@ -136,11 +128,6 @@ def create_body(backbone: Mapping[str, Any], *, output_stride: int | None = None
                 load_weights: bool = True) -> nn.Module:
     """timm's ``features_only`` model of ``backbone.model``, with the weights ``backbone.weights`` names (when
     ``load_weights``), frozen BatchNorm and frozen stages as the recipe asks."""
-    import timm
-    from timm.layers import freeze_batch_norm_2d
-
-    from ..models import check_model_name
-
     arch = backbone["model"]
     try:
         check_model_name(arch)
@@ -149,7 +136,7 @@ def create_body(backbone: Mapping[str, Any], *, output_stride: int | None = None
     kwargs = dict(backbone.get("kwargs") or {})
     if output_stride is not None and output_stride != 32:
         kwargs["output_stride"] = output_stride
-    body = timm.create_model(arch.split(".")[0], features_only=True, **kwargs)
+    body = timm.create_model(get_arch_name(arch), features_only=True, **kwargs)
     if load_weights:
         spec = backbone.get("weights")
         if not spec:
@@ -157,7 +144,7 @@ def create_body(backbone: Mapping[str, Any], *, output_stride: int | None = None
                 "backbone.weights is not set: give the classifier to start from, e.g. train it with "
                 f"`tricks-train --recipe {backbone.get('source') or 'resnet50d_all'} --data-dir IMAGENET` "
                 f"and add --set backbone.weights=RUN_DIR. It can be {WEIGHT_FORMS}.")
-        weights = classifier_weights(spec, arch.split(".")[0])
+        weights = classifier_weights(spec, get_arch_name(arch))
         if weights is not None:
             _load_into_body(body, weights, spec, arch)
     if backbone.get("frozen_bn", True):
@@ -173,8 +160,6 @@ class FPNBackbone(nn.Module):
     ``"0".."3", "pool"`` as torchvision's ``BackboneWithFPN`` names them for Faster R-CNN's defaults."""
 
     def __init__(self, body: nn.Module, out_channels: int = 256, levels: int = 4) -> None:
-        from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
-
         super().__init__()
         self.body, self.levels = body, levels
         self.fpn = FeaturePyramidNetwork(body.feature_info.channels()[-levels:], out_channels,
@@ -203,8 +188,6 @@ class MultiScaleRCNNTransform(GeneralizedRCNNTransform):
 
 
 def _faster_rcnn(cfg: Mapping[str, Any], num_classes: int, load_weights: bool) -> nn.Module:
-    from torchvision.models.detection import FasterRCNN
-
     t, d = cfg["transfer"], cfg["data"]
     body = create_body(cfg["backbone"], load_weights=load_weights)
     model = FasterRCNN(FPNBackbone(body), num_classes=num_classes, **dict(cfg["model"].get("kwargs") or {}))
@@ -229,8 +212,6 @@ class DilatedBackbone(nn.Module):
 
 
 def _fcn(cfg: Mapping[str, Any], num_classes: int, load_weights: bool) -> nn.Module:
-    from torchvision.models.segmentation.fcn import FCN, FCNHead
-
     t = cfg["transfer"]
     backbone = DilatedBackbone(create_body(cfg["backbone"], output_stride=t["output_stride"],
                                            load_weights=load_weights))

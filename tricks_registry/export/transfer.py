@@ -9,26 +9,23 @@ No timm architecture covers a Faster R-CNN or an FCN, so the folder is not a tim
 
 Load it with :func:`load_exported` (timm-tricks installed)::
 
-    from tricks_registry.transfer.export import load_exported
+    from tricks_registry.export.transfer import load_exported
     model = load_exported("FOLDER")     # torchvision FasterRCNN or FCN, eval mode, weights checked
 
-or from the command line: ``python -m tricks_registry.transfer.export RUN_DIR OUT_DIR``.
+From the command line: ``tricks export-transfer RUN_DIR OUT_DIR``.
 """
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from pathlib import Path
-from typing import Sequence
 
 import torch
-import yaml
 
-from ..weights import run_weights_file
 from ..checkpoint import atomic_write_text, load_weights, save_weights
-from .backbones import build_transfer_model
-from ..errors import CheckpointError, TimmTricksError
+from ..errors import CheckpointError
+from ..run_folder import RunFolder, is_run_folder
+from ..transfer import ade20k, voc
+from ..transfer.backbones import build_transfer_model
 
 __all__ = ["export_transfer", "load_exported", "FORMAT"]
 
@@ -38,21 +35,20 @@ _REBUILD_KEYS = ("task", "model", "backbone", "transfer", "data")
 
 def export_transfer(run_dir: str | Path, out_dir: str | Path) -> Path:
     """Write ``out_dir`` (weights, config, card) from a transfer run folder's best (else last) weights."""
-    run_dir, out_dir = Path(run_dir), Path(out_dir)
-    if not (run_dir / "recipe.yaml").is_file():
-        raise CheckpointError(f"{run_dir}: not a tricks-train run folder (no recipe.yaml)")
-    recipe = yaml.safe_load((run_dir / "recipe.yaml").read_text())
+    run, out_dir = RunFolder(run_dir), Path(out_dir)
+    if not is_run_folder(run.path):
+        raise CheckpointError(f"{run.path}: not a tricks-train run folder (no recipe.yaml)")
+    recipe, sha256 = run.recipe_data()  # its hash checked
     if recipe.get("task", "classification") == "classification":
-        raise CheckpointError(f"{run_dir}: a classification run; export it with tricks_registry.export_timm instead")
-    summary_path = run_dir / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-    weights_file = run_weights_file(run_dir)
+        raise CheckpointError(f"{run.path}: a classification run; export it with `tricks export` (the Hub folder) "
+                              "or `tricks recipe export` (timm's train.py arguments) instead")
+    summary = run.summary() or {}
+    _, weights_file = run.best_or_last_weights()
     weights = load_weights(weights_file)
     num_classes = summary.get("num_classes") or _num_classes(recipe)
     config = {"format": FORMAT, **{k: recipe[k] for k in _REBUILD_KEYS}, "num_classes": num_classes,
               "classes": summary.get("classes"), "recipe": f"{recipe['name']}@{recipe['version']}",
-              "recipe_sha256": (run_dir / "recipe.sha256").read_text().strip()
-              if (run_dir / "recipe.sha256").is_file() else None,
+              "recipe_sha256": sha256,
               "reference": recipe.get("reference", ""), "weights_from": weights_file.name,
               "final_metrics": summary.get("final")}
     config["backbone"] = dict(config["backbone"], weights=None)  # the exported weights hold the backbone's too
@@ -68,14 +64,13 @@ def load_exported(folder: str | Path, device: str | torch.device = "cpu") -> tor
     folder = Path(folder)
     config = json.loads((folder / "config.json").read_text())
     if config.get("format") != FORMAT:
-        raise ValueError(f"{folder / 'config.json'}: format {config.get('format')!r}, expected {FORMAT!r}")
+        raise CheckpointError(f"{folder / 'config.json'}: format {config.get('format')!r}, expected {FORMAT!r}")
     model = build_transfer_model(config, config["num_classes"], load_weights=False)
     model.load_state_dict(load_weights(folder / "model.safetensors"))
     return model.to(device).eval()
 
 
 def _num_classes(recipe: dict) -> int:
-    from . import ade20k, voc
     return len(voc.VOCDetection.classes) if recipe["task"] == "detection" else ade20k.NUM_CLASSES
 
 
@@ -118,27 +113,8 @@ No timm architecture covers this network: `config.json` rebuilds it from timm's 
 torchvision's head, and `model.safetensors` holds every weight.
 
 ```python
-from tricks_registry.transfer.export import load_exported   # pip install timm-tricks
+from tricks_registry.export.transfer import load_exported   # pip install timm-tricks
 model = load_exported("THIS_FOLDER")                        # eval mode
 {use}
 ```
 """
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tricks_registry.transfer.export",
-                                     description="Export a detection/segmentation run folder (weights, config, card).")
-    parser.add_argument("run_dir")
-    parser.add_argument("out_dir")
-    args = parser.parse_args(argv)
-    try:
-        out = export_transfer(args.run_dir, args.out_dir)
-    except TimmTricksError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"wrote {out} (model.safetensors, config.json, README.md)")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

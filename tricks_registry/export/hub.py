@@ -15,8 +15,9 @@ plain timm loads (``timm.create_model("hf-hub:org/name", pretrained=True)``):
 ``curves.png``      the training curves (and ``lr_schedule.png``)
 ==================  ==========================================================================================
 
-Portability: where timm has the architecture natively, ``config.json`` names timm's model, so timm rebuilds it
-without this package (``resnet50_v1d`` exports as timm's ``resnet50d``; ``resnet18_v1c``, which timm has no
+Portability (:func:`tricks_registry.models.portable_architecture`, the one mapping of our names to timm's):
+where timm has the architecture natively, ``config.json`` names timm's model, so timm rebuilds it without this
+package (``resnet50_v1d`` exports as timm's ``resnet50d``; ``resnet18_v1c``, which timm has no
 name for, as ``resnet18`` with ``model_args`` ``stem_type``/``stem_width``). ResNet-A at depths 50+
 (``resnet50_v1a``, the paper's baseline, Table 2) has no timm twin: its ``config.json`` names our
 architecture and the card says to ``pip install timm-tricks`` and ``import model_tweaks`` first.
@@ -29,34 +30,48 @@ login or ``HF_TOKEN``.
 
 Pulling: ``tricks-train --recipe hf-hub:org/name[@revision]`` retrains from the recipe stored in a repo
 (:func:`recipe_from_hub`); a distillation teacher can be ``hf-hub:org/name[@revision]`` or ``local-dir:PATH``
-(:func:`tricks_registry.build.load_teacher`). From outside, only safetensors weights are read unless the user
-passes ``--trust-pickle`` (:func:`pretrained_overlay`, :func:`read_weights_file`).
+(:func:`tricks_registry.weights.load_teacher`). From outside, only safetensors weights are read unless the user
+passes ``--trust-pickle`` (the rule lives in :mod:`tricks_registry.weights`); a push refuses a folder holding
+pickle files.
+
+The command line (``tricks export``, ``tricks push``, ``--push-to-hub``) is in :mod:`tricks_registry.cli`.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from .errors import HubError
+import timm
+import torch
+import yaml
+from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, hf_hub_download
+from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, HFValidationError, LocalEntryNotFoundError
+from huggingface_hub.utils import validate_repo_id
+from timm.models import get_arch_name, get_pretrained_cfg, save_for_hf
+from timm.models._hub import generate_readme  # timm's own card body (no public name for it)
 
-__all__ = ["HubError", "Portable", "portable_architecture", "export_run", "build_model_card", "commit_message",
-           "push_folder", "recipe_from_hub", "resolve_recipe_arg", "pinned_teacher", "pretrained_overlay",
-           "read_weights_file", "PICKLE_SUFFIXES", "EXPORT_FILES", "add_train_hub_args", "add_hub_commands",
-           "check_push_args", "push_after_train"]
+from .. import __version__
+from ..cache import cache_dir
+from ..checkpoint import atomic_write_text, file_sha256, load_weights
+from ..errors import CheckpointError, HubError, RecipeError
+from ..models import Portable, portable_architecture
+from ..recipe import Recipe, recipe_hash, resolve
+from ..run_folder import (CURVES_FILE, LR_SCHEDULE_FILE, METRICS_FILE, RECIPE_FILE, RECIPE_HASH_FILE, SUMMARY_FILE,
+                          RunFolder)
+from ..weights import HF_HUB_PREFIX, PICKLE_SUFFIXES, parse_weights_spec
+
+__all__ = ["HubError", "export_run", "build_model_card", "commit_message", "push_folder", "recipe_from_hub",
+           "resolve_recipe_arg", "pinned_teacher", "EXPORT_FILES", "LOGIN_HINT"]
 
 #: The files an export always holds (``lr_schedule.png`` too when the run wrote one).
 EXPORT_FILES = ("model.safetensors", "config.json", "README.md", "recipe.yaml", "recipe.sha256", "results.json",
                 "metrics.csv", "curves.png")
-#: Weight files read with pickle: loaded from outside only with ``--trust-pickle``.
-PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".pkl", ".pickle", ".tar")
-HF_PREFIX = "hf-hub:"
 PAPER_CITATION = """@inproceedings{he2019bag,
   title={Bag of Tricks for Image Classification with Convolutional Neural Networks},
   author={He, Tong and Zhang, Zhi and Zhang, Hang and Zhang, Zhongyue and Xie, Junyuan and Li, Mu},
@@ -64,62 +79,15 @@ PAPER_CITATION = """@inproceedings{he2019bag,
   pages={558--567},
   year={2019}
 }"""
-_OUR_VARIANT = re.compile(r"^resnet(?P<depth>\d+)_v1(?P<variant>[abcd])$")
-_LOGIN_HINT = "log in with `hf auth login` (or `huggingface-cli login`) or set HF_TOKEN"
+#: how to give the Hub client a token (said when a push cannot authenticate)
+LOGIN_HINT = "log in with `hf auth login` (or `huggingface-cli login`) or set HF_TOKEN"
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Portability: which timm architecture rebuilds our model without this package
-@dataclass(frozen=True)
-class Portable:
-    """The architecture ``config.json`` names, the ``model_args`` it adds, and whether loading needs a plugin."""
-
-    architecture: str
-    model_args: Mapping[str, Any] = field(default_factory=dict)
-    plugin_module: str | None = None  # the module that registers ``architecture`` when timm lacks it
-
-    @property
-    def needs_plugin(self) -> bool:
-        return self.plugin_module is not None
-
-
-def portable_architecture(model_name: str) -> Portable:
-    """The timm architecture that rebuilds ``model_name`` (a recipe's ``model.name``) with the same weights.
-
-    Our ``resnet*_v1{b,c,d}`` become timm's ``resnet*``, ``resnet*c``, ``resnet*d`` (same parameter names, paper
-    section 4); where timm has no such name (``resnet18c``, ``resnet34c``), ``resnet{depth}`` plus the stem and
-    shortcut arguments as ``model_args``. ResNet-A at 50+ layers keeps our name (``needs_plugin``).
-    """
-    import timm
-    from timm.models import model_entrypoint
-
-    name = model_name.split(".", 1)[0]
-    if name.startswith("torchvision:"):
-        raise HubError(f"model {model_name}: a torchvision model cannot be exported for timm; train the timm model "
-                       "of the same network (e.g. resnet50_v1b for torchvision's resnet50)")
-    if not timm.is_model(name):
-        raise HubError(f"model {model_name}: timm has no such model (is the package that registers it imported?)")
-    from model_tweaks.resnet_tweaks import TIMM_EQUIVALENT, variant_args
-
-    if name in TIMM_EQUIVALENT:
-        native = TIMM_EQUIVALENT[name]
-        if native is not None:
-            return Portable(native, {})
-        m = _OUR_VARIANT.match(name)
-        if m["variant"] == "a":  # the stride-2 1x1 opening a bottleneck stage: timm has no argument for it
-            return Portable(name, {}, "model_tweaks")
-        args = variant_args(int(m["depth"]), m["variant"])  # C at 18/34: timm's resnet with a deep stem
-        stem_and_shortcut = {k: args[k] for k in ("stem_type", "stem_width", "avg_down") if k in args}
-        return Portable(f"resnet{m['depth']}", stem_and_shortcut)
-    module = model_entrypoint(name).__module__
-    return Portable(name, {}, None if module.startswith("timm.") else module.split(".")[0])
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Reading a run folder
+# Reading a run folder (through RunFolder: its layout and its one hash check)
 @dataclass(frozen=True)
 class _Run:
-    folder: Path
+    folder: RunFolder
     recipe: dict[str, Any]
     sha256: str
     summary: dict[str, Any]
@@ -133,39 +101,33 @@ class _Run:
 
 
 def _read_run(run_dir: str | os.PathLike) -> _Run:
-    import yaml
-
-    from .checkpoint import read_metrics
-    from .recipe import recipe_hash
-
-    folder = Path(run_dir)
-    for name in ("recipe.yaml", "summary.json", "metrics.csv"):
-        if not (folder / name).is_file():
-            raise HubError(f"{folder / name}: missing; export needs a finished tricks-train run folder "
-                           "(summary.json is written when the run ends)")
-    recipe = yaml.safe_load((folder / "recipe.yaml").read_text())
-    sha = recipe_hash(recipe)
-    saved = (folder / "recipe.sha256").read_text().strip() if (folder / "recipe.sha256").is_file() else sha
-    if sha != saved:
-        raise HubError(f"{folder / 'recipe.yaml'}: no longer matches recipe.sha256 {saved[:16]} (it was edited); "
-                       "export the run as it was trained")
-    summary = json.loads((folder / "summary.json").read_text())
-    metrics = read_metrics(folder / "metrics.csv")
+    folder = RunFolder(run_dir)
+    try:
+        folder.require(RECIPE_FILE, SUMMARY_FILE, METRICS_FILE, why="export needs a finished tricks-train run folder "
+                       "(summary.json is written when the run ends)")
+        recipe, sha = folder.recipe_data()
+    except CheckpointError as err:
+        raise HubError(str(err)) from None
+    except RecipeError:
+        raise HubError(f"{folder.file(RECIPE_FILE)}: no longer matches {RECIPE_HASH_FILE} "
+                       f"{(folder.recipe_sha256() or '')[:16]} (it was edited); export the run as it was trained") \
+            from None
+    metrics = folder.metrics()
     if not metrics:
-        raise HubError(f"{folder / 'metrics.csv'}: no epoch finished; nothing to export")
-    for tag in ("best", "last"):
-        weights = folder / "checkpoints" / f"{tag}.safetensors"
-        if weights.is_file():
-            return _Run(folder, recipe, sha, summary, metrics, weights, _row_of(folder, tag, metrics))
-    raise HubError(f"{folder / 'checkpoints'}: no best.safetensors or last.safetensors to export")
+        raise HubError(f"{folder.file(METRICS_FILE)}: no epoch finished; nothing to export")
+    try:
+        tag, weights = folder.best_or_last_weights()
+    except CheckpointError:
+        raise HubError(f"{folder.checkpoints}: no best.safetensors or last.safetensors to export") from None
+    return _Run(folder, recipe, sha, folder.summary(), metrics, weights, _row_of(folder, tag, metrics))
 
 
-def _row_of(folder: Path, tag: str, metrics: list[dict[str, Any]]) -> dict[str, Any]:
+def _row_of(folder: RunFolder, tag: str, metrics: list[dict[str, Any]]) -> dict[str, Any]:
     """The metrics row of the epoch whose weights ``<tag>.safetensors`` holds (its manifest says which, when
     the run wrote one; else the first epoch of highest top-1 for ``best`` and the last epoch for ``last``)."""
-    manifest = folder / "checkpoints" / f"{tag}.json"
-    if manifest.is_file():
-        epoch = json.loads(manifest.read_text()).get("epoch")
+    manifest = folder.weights_manifest(tag)
+    if manifest is not None:
+        epoch = manifest.get("epoch")
         rows = [r for r in metrics if r["epoch"] == epoch]
         if rows:
             return rows[0]
@@ -196,9 +158,7 @@ def _data_config(recipe: Mapping[str, Any]) -> dict[str, Any]:
 def _pretrained_cfg(portable: Portable, run: _Run, num_classes: int, license: str) -> dict[str, Any]:
     """A clean pretrained_cfg: where the architecture's input and classifier are, this run's preprocessing, our
     license and paper; nothing that points at someone else's weights (url, hub id, tag, test sizes)."""
-    from timm.models import get_pretrained_cfg
-
-    source = get_pretrained_cfg(run.recipe["model"]["name"].split(".")[0])
+    source = get_pretrained_cfg(get_arch_name(run.recipe["model"]["name"]))
     base = source.to_dict() if source is not None else {}
     cfg = {k: base[k] for k in ("first_conv", "classifier", "fixed_input_size", "min_input_size") if k in base}
     cfg.update(_data_config(run.recipe), architecture=portable.architecture, num_classes=num_classes,
@@ -208,8 +168,6 @@ def _pretrained_cfg(portable: Portable, run: _Run, num_classes: int, license: st
 
 def _portable_model(portable: Portable, run: _Run, weights: Mapping[str, Any], license: str):
     """``portable.architecture`` built by timm, the run's weights loaded strictly (proof that they fit)."""
-    import timm
-
     num_classes = run.summary["num_classes"]
     kwargs = dict(run.recipe["model"].get("kwargs") or {}, **portable.model_args)
     model = timm.create_model(portable.architecture, num_classes=num_classes,
@@ -224,10 +182,6 @@ def _portable_model(portable: Portable, run: _Run, weights: Mapping[str, Any], l
 
 
 def _results(run: _Run, portable: Portable, dataset: tuple[str, str], weights_sha: str) -> dict[str, Any]:
-    import timm
-
-    from . import __version__
-
     d = run.recipe["data"]
     return {
         "recipe": run.ref, "recipe_sha256": run.sha256, "lineage": run.recipe.get("lineage", []),
@@ -248,9 +202,6 @@ def build_model_card(results: Mapping[str, Any], *, repo_id: str | None = None, 
     """The model card (:class:`huggingface_hub.ModelCard`): front matter from ``ModelCardData`` (library_name
     timm, license, tags, datasets, a model-index with top-1 and top-5 on the validation split), body from timm's
     own ``generate_readme`` (description, details, usage, citation) plus how to retrain and the curves."""
-    from huggingface_hub import EvalResult, ModelCard, ModelCardData
-    from timm.models._hub import generate_readme
-
     name = repo_id.split("/")[-1] if repo_id else f"{results['model']}.{results['recipe'].replace('@', '-v')}"
     hub_ref = f"hf-hub:{repo_id}" if repo_id else "hf-hub:<org>/<name>"
     ds = results["dataset"]
@@ -311,16 +262,15 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, *, repo_id: s
     beside ``out`` and renamed into place, so ``out`` is either complete or absent. ``repo_id`` only goes into
     the card's usage lines; ``dataset`` is a Hub dataset id for the front matter (default: ``imagenet-1k`` for
     1000 classes, ``mnist`` for ``--demo`` runs, else ``imagefolder``)."""
-    from timm.models import save_for_hf
-
-    from .checkpoint import atomic_write_text, file_sha256, load_weights
-
     run = _read_run(run_dir)
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not (overwrite and (out / "config.json").is_file()):
         raise HubError(f"--out {out}: exists and is not empty; choose another folder"
                        + ("" if overwrite else " (or pass --overwrite to replace an earlier export)"))
-    portable = portable_architecture(run.recipe["model"]["name"])
+    try:
+        portable = portable_architecture(run.recipe["model"]["name"])
+    except RecipeError as err:  # a torchvision model, a name timm does not know
+        raise HubError(str(err)) from None
     weights = load_weights(run.weights)
     model = _portable_model(portable, run, weights, license)
     ds = _dataset(run, dataset, dataset_name)
@@ -329,9 +279,9 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, *, repo_id: s
     try:
         save_for_hf(model, str(tmp), model_config={"label_names": list(run.summary.get("classes") or [])},
                     model_args=dict(portable.model_args), safe_serialization=True, data_config=_data_config(run.recipe))
-        for name in ("recipe.yaml", "recipe.sha256", "metrics.csv", "curves.png", "lr_schedule.png"):
-            if (run.folder / name).is_file():
-                shutil.copyfile(run.folder / name, tmp / name)
+        for name in (RECIPE_FILE, RECIPE_HASH_FILE, METRICS_FILE, CURVES_FILE, LR_SCHEDULE_FILE):
+            if run.folder.file(name).is_file():
+                shutil.copyfile(run.folder.file(name), tmp / name)
         results = _results(run, portable, ds, file_sha256(tmp / "model.safetensors"))
         atomic_write_text(tmp / "results.json", json.dumps(results, indent=2) + "\n")
         card = build_model_card(results, repo_id=repo_id, license=license,
@@ -347,9 +297,6 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, *, repo_id: s
 
 def _check_reload(folder: Path, weights: Mapping[str, Any], portable: Portable) -> None:
     """timm rebuilds the model from ``config.json`` alone and loads ``model.safetensors`` to the same tensors."""
-    import timm
-    import torch
-
     model = timm.create_model(f"local-dir:{folder}", pretrained=True)
     state = model.state_dict()
     bad = [k for k, v in weights.items() if k not in state or not torch.equal(state[k], v)]
@@ -401,12 +348,6 @@ def push_folder(folder: str | os.PathLike, repo_id: str, *, private: bool = Fals
                 token: str | None = None) -> Any:
     """Upload an export folder: ``HfApi.create_repo`` (kept if it exists), the branch ``revision`` if it is new,
     then ``upload_folder`` of exactly ``folder``. Returns the ``CommitInfo``."""
-    from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError, HFValidationError
-    from huggingface_hub.utils import validate_repo_id
-
-    from . import __version__
-
     folder = Path(folder).resolve()
     _check_export(folder)
     try:
@@ -422,31 +363,18 @@ def push_folder(folder: str | os.PathLike, repo_id: str, *, private: bool = Fals
         return api.upload_folder(repo_id=repo_id, folder_path=folder, revision=revision, repo_type="model",
                                  commit_message=message, commit_description=description)
     except HfHubHTTPError as err:
-        raise HubError(f"push to {repo_id}: {str(err).splitlines()[0]}; {_LOGIN_HINT}, with write access to the "
+        raise HubError(f"push to {repo_id}: {str(err).splitlines()[0]}; {LOGIN_HINT}, with write access to the "
                        "organisation") from None
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Pull: recipes, and the safetensors-only rule for weights from outside
-def _split_hub(spec: str, revision: str | None) -> tuple[str, str | None]:
-    repo = spec[len(HF_PREFIX):] if spec.startswith(HF_PREFIX) else spec
-    repo, _, pinned = repo.partition("@")
-    return repo, pinned or revision
-
-
+# Pull: recipes from a Hub repo
 def recipe_from_hub(spec: str, overrides: Iterable[str] = (), *, demo: bool = False, revision: str | None = None):
     """The recipe stored in a Hub repo (``hf-hub:org/name[@revision]``, or ``revision``): its ``recipe.yaml``,
     checked against its hash. With no override it is that very recipe (same hash); with ``--set`` overrides or
     ``--demo`` it is resolved anew from it (a new hash, as for any override)."""
-    import yaml
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
-
-    from .checkpoint import atomic_write_text
-    from .cli import _cache_dir
-    from .recipe import Recipe, recipe_hash, resolve
-
-    repo, rev = _split_hub(spec, revision)
+    hub = parse_weights_spec(spec if spec.startswith(HF_HUB_PREFIX) else HF_HUB_PREFIX + spec, revision=revision)
+    repo, rev = hub.repo, hub.revision
     try:
         path = Path(hf_hub_download(repo, "recipe.yaml", revision=rev))
     except (EntryNotFoundError, LocalEntryNotFoundError, HfHubHTTPError, OSError) as err:
@@ -463,7 +391,7 @@ def recipe_from_hub(spec: str, overrides: Iterable[str] = (), *, demo: bool = Fa
         raise HubError(f"--recipe {spec}: recipe.yaml does not match the hash in its header ({header.group(1)[:16]}); "
                        "it was edited after training")
     plain = {k: v for k, v in data.items() if k not in ("lineage", "derived", "demo_run")}
-    source = _cache_dir() / "hub-recipes" / sha[:16] / f"{data['name']}.v{data['version']}.yaml"
+    source = cache_dir() / "hub-recipes" / sha[:16] / f"{data['name']}.v{data['version']}.yaml"
     atomic_write_text(source, f"# from {spec}{'@' + rev if rev and '@' not in spec else ''}, sha256={sha}\n"
                       + yaml.safe_dump(plain, sort_keys=False))
     overrides = list(overrides)
@@ -474,9 +402,7 @@ def recipe_from_hub(spec: str, overrides: Iterable[str] = (), *, demo: bool = Fa
 
 def resolve_recipe_arg(ref: str, overrides: Iterable[str] = (), *, demo: bool = False, revision: str | None = None):
     """``--recipe``: ``hf-hub:org/name[@revision]`` (:func:`recipe_from_hub`), else a published name or a file."""
-    from .recipe import resolve
-
-    if ref.startswith(HF_PREFIX):
+    if ref.startswith(HF_HUB_PREFIX):
         return recipe_from_hub(ref, overrides, demo=demo, revision=revision)
     return resolve(ref, overrides, demo=demo)
 
@@ -485,155 +411,8 @@ def pinned_teacher(recipe: Any, revision: str | None) -> str | None:
     """The recipe's ``hf-hub:`` teacher pinned at ``revision`` when it names none; None otherwise."""
     dist = (recipe.data.get("tricks") or {}).get("distillation") or {}
     teacher = dist.get("teacher", "")
-    if revision and teacher.startswith(HF_PREFIX) and "@" not in teacher:
+    if revision and teacher.startswith(HF_HUB_PREFIX) and "@" not in teacher:
         return f"{teacher}@{revision}"
     return None
 
 
-def pretrained_overlay(spec: str, trust_pickle: bool = False) -> dict[str, Any]:
-    """``pretrained_cfg_overlay`` for ``timm.create_model(spec, pretrained=True)`` that lets only safetensors in.
-
-    ``hf-hub:`` specs and timm tags hosted on the Hub must load ``model.safetensors``; a ``local-dir:`` folder
-    must hold one; a tag whose weights are only at a pickle URL is refused. ``trust_pickle`` lifts the rule.
-    Raises :class:`HubError` naming the files and ``--trust-pickle``.
-    """
-    if trust_pickle:
-        return {}
-    if spec.startswith("local-dir:"):
-        folder = Path(spec.split(":", 1)[1])
-        if not (folder / "model.safetensors").is_file():
-            found = sorted(p.name for p in folder.glob("*") if p.suffix in PICKLE_SUFFIXES) if folder.is_dir() else []
-            raise HubError(f"{folder}: no model.safetensors" + (f" (only {', '.join(found)}, a pickle format)" if found
-                           else "") + "; weights from outside are read as safetensors only unless you pass "
-                           "--trust-pickle")
-        return {}
-    if spec.startswith(HF_PREFIX):
-        _require_hub_safetensors(*_split_hub(spec, None))
-        return {"hf_hub_filename": "model.safetensors"}
-    from timm.models import get_pretrained_cfg
-
-    cfg = get_pretrained_cfg(spec)
-    if cfg is None or not cfg.has_weights:
-        from model_tweaks.resnet_tweaks import HUB_ORG_ENV
-
-        hint = f" (set {HUB_ORG_ENV} to the organisation that hosts them)" if spec.endswith(".tricks_in1k") else ""
-        raise HubError(f"{spec}: names no weights{hint}")
-    if cfg.hf_hub_id:
-        return {"hf_hub_filename": "model.safetensors"}
-    location = cfg.file or cfg.url
-    if not str(location).endswith(".safetensors"):
-        raise HubError(f"{spec}: its weights are a pickle file ({location}); pass --trust-pickle to load them")
-    return {}
-
-
-def _require_hub_safetensors(repo: str, revision: str | None) -> None:
-    """Refuse a repo that lists no ``model.safetensors``, naming the pickle files it has instead. When the file
-    list cannot be had (offline, reading the cache), timm's own download of ``model.safetensors`` decides."""
-    from huggingface_hub import list_repo_files
-
-    try:
-        files = list_repo_files(repo, revision=revision)
-    except Exception:  # offline or no listing: the download that follows fails or succeeds by itself
-        return
-    if "model.safetensors" not in files:
-        found = [f for f in files if Path(f).suffix in PICKLE_SUFFIXES]
-        raise HubError(f"hf-hub:{repo}{'@' + revision if revision else ''}: no model.safetensors"
-                       + (f" (only {', '.join(found)}, a pickle format)" if found else "")
-                       + "; weights from outside are read as safetensors only unless you pass --trust-pickle")
-
-
-def read_weights_file(path: str | os.PathLike, trust_pickle: bool = False) -> dict[str, Any]:
-    """A state dict from a weights file: safetensors (checked against its manifest when it has one), or, with
-    ``trust_pickle`` only, a pickle checkpoint through timm's ``load_state_dict`` (which unwraps
-    ``state_dict``/``model`` entries). Unpickling can run code: only for files you trust."""
-    from .checkpoint import load_weights
-
-    path = Path(path)
-    if not path.is_file():
-        raise HubError(f"no file {path}")
-    if path.suffix == ".safetensors":
-        return load_weights(path)
-    if not trust_pickle:
-        raise HubError(f"{path}: a pickle file; weights from outside are read as safetensors only unless you pass "
-                       "--trust-pickle (convert it with safetensors.torch.save_file to avoid the flag)")
-    from timm.models import load_state_dict
-
-    return load_state_dict(str(path), weights_only=False)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Command line: the `export` and `push` subcommands and the train options, wired into cli.py
-def add_train_hub_args(p: argparse.ArgumentParser) -> None:
-    """``--push-to-hub``, ``--private``, ``--revision``, ``--trust-pickle`` for ``tricks-train``."""
-    p.add_argument("--push-to-hub", metavar="ORG/NAME",
-                   help="when training ends, export the run (to RUN_DIR/hub) and push it to this Hub repo")
-    p.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
-    p.add_argument("--revision", metavar="REV",
-                   help="branch, tag or commit of an hf-hub: recipe (--recipe hf-hub:ORG/NAME) and of an hf-hub: "
-                        "teacher that names none")
-    p.add_argument("--trust-pickle", action="store_true",
-                   help="also load a teacher's pickle weights (.pth/.bin/.pt); unpickling can run code: only for "
-                        "files you trust (default: safetensors only)")
-
-
-def add_hub_commands(sub: Any) -> None:
-    """``tricks export`` and ``tricks push``."""
-    p = sub.add_parser("export", help="a Hub-ready folder from a run: weights, timm config, model card, recipe")
-    p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--out", required=True, metavar="DIR", help="the folder to write (new, or empty)")
-    p.add_argument("--repo-id", metavar="ORG/NAME", help="the repo it will go to (for the card's usage lines)")
-    p.add_argument("--license", default="apache-2.0", help="license of the weights (default: %(default)s)")
-    p.add_argument("--dataset", metavar="HUB_ID",
-                   help="Hub dataset id for the card (default: imagenet-1k for 1000 classes, mnist for --demo runs, "
-                        "else imagefolder)")
-    p.add_argument("--dataset-name", help="the data set's name in the card's model-index")
-    p.add_argument("--overwrite", action="store_true", help="replace an earlier export in --out")
-    p.set_defaults(func=cmd_export)
-    p = sub.add_parser("push", help="upload an exported folder to the Hugging Face Hub")
-    p.add_argument("folder", metavar="DIR")
-    p.add_argument("--repo-id", required=True, metavar="ORG/NAME")
-    p.add_argument("--private", action="store_true", help="create the repo private")
-    p.add_argument("--revision", metavar="BRANCH", help="push to this branch (created from main if new)")
-    p.set_defaults(func=cmd_push)
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    out = export_run(args.run_dir, args.out, repo_id=args.repo_id, license=args.license, dataset=args.dataset,
-                     dataset_name=args.dataset_name, overwrite=args.overwrite)
-    results = json.loads((out / "results.json").read_text())
-    plugin = f"; loading needs `import {results['needs_plugin']}`" if results["needs_plugin"] else ""
-    print(f"exported {args.run_dir} to {out}: timm {results['architecture']}, top-1 {results['top1']:.2f}{plugin}")
-    return 0
-
-
-def cmd_push(args: argparse.Namespace) -> int:
-    info = push_folder(args.folder, args.repo_id, private=args.private, revision=args.revision)
-    print(f"pushed {args.folder} to {args.repo_id}" + (f"@{args.revision}" if args.revision else "")
-          + f": {getattr(info, 'commit_url', info)}")
-    return 0
-
-
-def check_push_args(args: argparse.Namespace) -> None:
-    """Before training: a well-formed ``--push-to-hub`` repo id and a token, so that hours of training do not
-    end in an upload that cannot happen."""
-    if not getattr(args, "push_to_hub", None):
-        return
-    from huggingface_hub import get_token
-    from huggingface_hub.errors import HFValidationError
-    from huggingface_hub.utils import validate_repo_id
-
-    try:
-        validate_repo_id(args.push_to_hub)
-    except HFValidationError as err:
-        raise HubError(f"--push-to-hub {args.push_to_hub}: {err}") from None
-    if get_token() is None:
-        raise HubError(f"--push-to-hub: no Hugging Face token; {_LOGIN_HINT}")
-
-
-def push_after_train(args: argparse.Namespace, run_dir: str | os.PathLike) -> None:
-    """``--push-to-hub``: export ``run_dir`` to ``run_dir/hub`` and push it (by the main process only)."""
-    if not getattr(args, "push_to_hub", None) or int(os.environ.get("RANK", "0")) != 0:
-        return
-    folder = export_run(run_dir, Path(run_dir) / "hub", repo_id=args.push_to_hub, overwrite=True)
-    info = push_folder(folder, args.push_to_hub, private=args.private)
-    print(f"pushed {folder} to {args.push_to_hub}: {getattr(info, 'commit_url', info)}")

@@ -1,0 +1,67 @@
+"""The command line: ``tricks`` (subcommands) and ``tricks-train``. The only place that reads argv or ends
+the process.
+
+Bad input (a recipe, a trick, an override, a missing folder) raises a :class:`~tricks_registry.TimmTricksError`
+in the library; here it becomes one clear line on stderr and exit code 2, never a traceback (a run stopped by a
+signal after its checkpoint: the signal's 128 + N).
+
+Modules: :mod:`.train` (``train``, ``tricks-train``), :mod:`.recipes` (``list``, ``show``, ``recipe``,
+``lr-find``), :mod:`.export` (``export``, ``push``, ``export-transfer``), :mod:`.ablate` (``ablate``).
+``python -m tricks_registry.cli train ...`` (what ``torchrun`` starts) is ``tricks train ...``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, Sequence
+
+from ..data import BadImageError
+from ..errors import TimmTricksError, TrainingStopped
+from . import ablate, export, recipes, train
+
+__all__ = ["main", "train_main", "build_parser", "run_command"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tricks", description="Bag of Tricks (He et al. 2019) for timm: "
+                                     "train recipes, list and show tricks, resolve and export recipes.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    train.add_commands(sub)    # train
+    recipes.add_commands(sub)  # list, show, lr-find, recipe
+    export.add_commands(sub)   # export, push, export-transfer
+    ablate.add_commands(sub)   # ablate: a ladder x seeds, table and chart beside the paper
+    return parser
+
+
+def run_command(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Run a command; a :class:`TimmTricksError` becomes one line on stderr and exit code 2 (a run stopped by
+    a signal after its checkpoint: the signal's 128 + N), never a traceback."""
+    try:
+        return func(args)
+    except BadImageError as err:  # read during training (--no-scan); from a worker it carries the worker's traceback
+        where = str(err).strip().splitlines()[-1].split("BadImageError: ")[-1]
+        print(f"error: data: {where}; remove or replace it, or run with --skip-bad-images", file=sys.stderr)
+        return 2
+    except TrainingStopped as err:
+        print(str(err), file=sys.stderr)
+        return err.exit_code
+    except TimmTricksError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``tricks``."""
+    args = build_parser().parse_args(argv)
+    return run_command(args.func, args)
+
+
+def train_main(argv: Sequence[str] | None = None) -> int:
+    """``tricks-train``: the same as ``tricks train``."""
+    parser = argparse.ArgumentParser(prog="tricks-train", description="Train a timm-tricks recipe "
+                                     "(single process, or torchrun --nproc_per_node N for DDP).")
+    train.add_train_args(parser)
+    return run_command(train.cmd_train, parser.parse_args(argv))

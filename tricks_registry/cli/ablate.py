@@ -1,0 +1,86 @@
+"""``tricks ablate``: train a ladder of recipes for several seeds and tabulate it beside the paper (the library
+side is :mod:`tricks_registry.ablate`)."""
+from __future__ import annotations
+
+import argparse
+import shlex
+from typing import Any
+
+from .. import ablate as library
+from ..ablate import LADDERS, PRESETS, plan_ladder, run_ablation
+from ..errors import TimmTricksError
+from ..recipe import resolve
+
+__all__ = ["add_commands", "cmd_ablate"]
+
+
+def add_commands(sub: Any) -> argparse.ArgumentParser:
+    """Add ``tricks ablate`` to the ``tricks`` subcommands."""
+    p = sub.add_parser("ablate", help="train a ladder of recipes for several seeds; table and chart beside the paper",
+                       description=library.__doc__.split("\n\n")[0])
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--ladder", choices=sorted(LADDERS), help="a named ladder (default: table6): "
+                       + "; ".join(f"{k}: {', '.join(v)}" for k, v in LADDERS.items()))
+    which.add_argument("--recipes", help="any recipes instead, comma-separated, in ladder order")
+    p.add_argument("--data-dir", required=True, help="ImageFolder tree with train/<class>/ and val/<class>/ (or test/)")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="none",
+                   help="scale the recipes to other data/hardware: "
+                        + "; ".join(f"{k}: {v.doc.split(':')[0]}" for k, v in PRESETS.items()))
+    p.add_argument("--seeds", type=int, default=2, help="seeds per rung, 0 .. N-1 (default: %(default)s)")
+    p.add_argument("--output", default="ablation", help="folder for the runs and results (default: %(default)s)")
+    p.add_argument("--results", help="write results.json/.md/.png here instead of --output (e.g. a folder of the "
+                                     "repository, without the runs' checkpoints)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override for every rung, after the preset (repeatable)")
+    p.add_argument("--teacher", help="distillation teacher for every rung that distils (a run folder or a spec); "
+                                     "default: the preset trains one, or the recipe's own")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available, else cpu")
+    p.add_argument("--dry-run", action="store_true", help="print the runs and their overrides, train nothing")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_ablate)
+    return p
+
+
+def _command(args: argparse.Namespace) -> str:
+    parts = ["tricks", "ablate"]
+    parts += ["--recipes", args.recipes] if args.recipes else ["--ladder", args.ladder or "table6"]
+    parts += ["--data-dir", str(args.data_dir), "--preset", args.preset, "--seeds", str(args.seeds),
+              "--output", str(args.output)]
+    if args.results:
+        parts += ["--results", str(args.results)]
+    parts += [f"--set={s}" for s in args.overrides]
+    if args.teacher:
+        parts += ["--teacher", args.teacher]
+    if args.device:
+        parts += ["--device", args.device]
+    return shlex.join(parts)
+
+
+def cmd_ablate(args: argparse.Namespace) -> int:
+    if args.recipes:
+        refs = [r.strip() for r in args.recipes.split(",") if r.strip()]
+        if not refs:
+            raise TimmTricksError("--recipes: give at least one recipe name")
+        ladder = "custom"
+    else:
+        ladder = args.ladder or "table6"
+        refs = list(LADDERS[ladder])
+    for ref in refs:
+        resolve(ref)  # an unknown name fails here, before any training (RecipeError: exit code 2)
+    if args.dry_run:
+        preset = PRESETS[args.preset]
+        rungs = plan_ladder(refs, preset, list(range(args.seeds)), args.overrides, teacher=args.teacher)
+        if preset.teacher and not args.teacher and any("distillation" in r.recipes[0].data["tricks"] for r in rungs):
+            t_ref, t_sets = preset.teacher
+            print(f"teacher (trained first, once): {t_ref} --set {' --set '.join(t_sets(resolve(t_ref)))}")
+        for rung in rungs:
+            r = rung.recipes[0]
+            print(f"{rung.label}: {r.name}@{r.version} x {args.seeds} seed(s) | {r.data['model']['name']}, "
+                  f"{r.data['train']['epochs']} epochs, batch {r.data['train']['global_batch_size']}, lr {r.lr:g}")
+            print(f"    --set {' --set '.join(rung.overrides) if rung.overrides else '(none)'}")
+        return 0
+    run_ablation(refs, data_dir=args.data_dir, output=args.output, preset=args.preset, seeds=args.seeds,
+                 extra=args.overrides, teacher=args.teacher, device=args.device, progress=not args.no_progress,
+                 ladder_name=ladder, command=_command(args), results_dir=args.results)
+    return 0
+

@@ -1,0 +1,165 @@
+"""``tricks list``, ``tricks show`` (the trick catalogue), ``tricks recipe list|show|diff|export`` and
+``tricks lr-find``."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from ..checkpoint import atomic_write_text
+from ..data import demo_datasets, image_folder_datasets
+from ..errors import DataError, TimmTricksError
+from ..export.timm_args import export_timm_args
+from ..lr_find import lr_range_test, write_outputs
+from ..recipe import find_recipe_file, list_recipes, resolve
+from ..registry import get_trick, list_tricks
+
+__all__ = ["add_commands", "cmd_list", "cmd_show", "cmd_recipe", "cmd_lr_find", "recipe_diff"]
+
+
+def add_commands(sub: Any) -> None:
+    p = sub.add_parser("list", help="list the registered tricks")
+    p.add_argument("--kind", help="only this kind (schedule, warmup, optimizer, loss, ...)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_list)
+    p = sub.add_parser("show", help="one trick: parameters, defaults, paper section, library underneath")
+    p.add_argument("name")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_show)
+    p = sub.add_parser("lr-find", help="LR range test (Smith 2017) over a recipe's model and data")
+    p.add_argument("--recipe", required=True)
+    p.add_argument("--data-dir")
+    p.add_argument("--demo", action="store_true", help="use the embedded demo digits")
+    p.add_argument("--output", default="lr-find", help="folder for lr_find.csv and lr_find.png")
+    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--start-lr", type=float, default=1e-5)
+    p.add_argument("--end-lr", type=float, default=10.0)
+    p.add_argument("--device", choices=["cpu", "cuda"])
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_lr_find)
+    p = sub.add_parser("recipe", help="list, show, diff and export recipes")
+    rsub = p.add_subparsers(dest="recipe_cmd", required=True)
+    rsub.add_parser("list", help="every published recipe version with its hash")
+    q = rsub.add_parser("show", help="a recipe as written, or --resolved")
+    q.add_argument("name")
+    q.add_argument("--resolved", action="store_true")
+    q.add_argument("--json", action="store_true")
+    q.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    q = rsub.add_parser("diff", help="what differs between two resolved recipes")
+    q.add_argument("a")
+    q.add_argument("b")
+    q = rsub.add_parser("export", help="a config file for another trainer")
+    q.add_argument("name")
+    q.add_argument("--format", choices=["timm-args"], default="timm-args")
+    q.add_argument("--nproc", type=int, default=1,
+                   help="processes timm's train.py will run on: its batch_size is per process (default 1)")
+    q.add_argument("--out", help="write here instead of stdout")
+    q.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.set_defaults(func=cmd_recipe)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# list / show
+def cmd_list(args: argparse.Namespace) -> int:
+    specs = list_tricks(args.kind)
+    if args.json:
+        print(json.dumps([s.to_json() for s in specs], indent=2))
+        return 0
+    width = max(len(s.name) for s in specs)
+    kind = None
+    for s in specs:
+        if s.kind != kind:
+            kind = s.kind
+            print(f"\n[{kind}]")
+        print(f"  {s.name:<{width}}  {s.summary}")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    spec = get_trick(args.name)
+    if args.json:
+        print(json.dumps(spec.to_json() | {"doc": spec.doc}, indent=2))
+        return 0
+    print(f"{spec.name}  (kind: {spec.kind})")
+    print(f"paper section: {spec.section}")
+    print(f"implemented by: {spec.implemented_by}")
+    print("parameters:" if spec.params else "parameters: none")
+    for p in spec.params:
+        print(f"  {p.name}: {p.type_name} = {p.default!r}")
+    print()
+    print(spec.doc)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# lr-find
+def cmd_lr_find(args: argparse.Namespace) -> int:
+    recipe = resolve(args.recipe, args.overrides, demo=args.demo)
+    if args.demo:
+        train_set, _ = demo_datasets(seed=recipe.data["train"]["seed"])
+    elif args.data_dir:
+        d = recipe.data["data"]
+        train_set, _, _ = image_folder_datasets(args.data_dir, d["train_split"], d["val_split"],
+                                                d["subset_per_class"], progress=not args.no_progress)
+    else:
+        raise DataError("--data-dir is required (or --demo)")
+    result = lr_range_test(recipe, train_set, steps=args.steps, start_lr=args.start_lr, end_lr=args.end_lr,
+                           device=args.device or "cpu", progress=not args.no_progress)
+    csv_path, png_path = write_outputs(result, Path(args.output), f"LR range test: {recipe.name}@{recipe.version}")
+    print(f"suggested base LR: {result.suggested_lr:.3g} (steepest loss descent; lowest loss at "
+          f"{result.min_loss_lr:.3g}, a tenth of it is {result.min_loss_lr / 10:.3g}); recipe's LR: {recipe.lr:g}")
+    print(f"wrote {csv_path} and {png_path}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# recipe
+def cmd_recipe(args: argparse.Namespace) -> int:
+    if args.recipe_cmd == "list":
+        for name, version, path in list_recipes():
+            r = resolve(path)
+            print(f"{name}@{version:<3} {r.sha256[:12]}  {r.data['reference'] or r.data['description'][:70]}")
+        return 0
+    if args.recipe_cmd == "show":
+        r = resolve(args.name, args.overrides)
+        if args.json:
+            print(json.dumps({"sha256": r.sha256, "recipe": r.data}, indent=2))
+        elif args.resolved:
+            print(r.to_yaml(), end="")
+        else:
+            print(f"# {find_recipe_file(args.name)}  (resolved sha256={r.sha256})")
+            print(Path(find_recipe_file(args.name)).read_text(), end="")
+        return 0
+    if args.recipe_cmd == "diff":
+        a, b = resolve(args.a), resolve(args.b)
+        for line in recipe_diff(a.data, b.data):
+            print(line)
+        return 0
+    if args.recipe_cmd == "export":
+        text = export_timm_args(resolve(args.name, args.overrides), world_size=args.nproc)
+        if args.out:
+            atomic_write_text(args.out, text)
+            print(f"wrote {args.out}")
+        else:
+            print(text, end="")
+        return 0
+    raise TimmTricksError("tricks recipe: choose list, show, diff or export")
+
+
+def recipe_diff(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Lines ``- key: old`` / ``+ key: new`` for every leaf that differs between two resolved recipes."""
+    lines: list[str] = []
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in list(a) + [k for k in b if k not in a]:
+            path = f"{prefix}.{key}" if prefix else str(key)
+            if key not in b:
+                lines.append(f"- {path}: {json.dumps(a[key])}")
+            elif key not in a:
+                lines.append(f"+ {path}: {json.dumps(b[key])}")
+            else:
+                lines.extend(recipe_diff(a[key], b[key], path))
+    elif a != b:
+        lines += [f"- {prefix}: {json.dumps(a)}", f"+ {prefix}: {json.dumps(b)}"]
+    return lines
