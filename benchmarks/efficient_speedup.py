@@ -55,7 +55,7 @@ def _step_rounds(kind: str, recipes: dict[str, Any], args: Any, dev: torch.devic
 
 
 def _epoch_runs(recipes: dict[str, Any], args: Any, data_dir: Path, out: Path) -> dict[str, Any]:
-    from tricks_registry.checkpoint import read_metrics
+    from tricks_registry.run_folder import RunFolder
     from tricks_registry.train import train
 
     epoch_s: dict[str, list[float]] = {a: [] for a in recipes}
@@ -65,7 +65,7 @@ def _epoch_runs(recipes: dict[str, Any], args: Any, data_dir: Path, out: Path) -
         for arm in (arms if r % 2 == 0 else arms[::-1]):
             run_dir = train(recipes[arm], data_dir=str(data_dir), output=out / arm, device=args.device,
                             progress=not args.no_progress)
-            rows = read_metrics(run_dir / "metrics.csv")
+            rows = RunFolder(run_dir).metrics()
             timed = rows[1:] if len(rows) > 1 else rows
             epoch_s[arm].append(sum(row["epoch_s"] for row in timed) / len(timed))
             runs[arm].append(str(run_dir))

@@ -26,6 +26,8 @@ from typing import Any
 
 import torch
 
+from tricks_registry.run_folder import RunFolder
+
 from .common import base_parser, cifar_dir, peak_for, ratio_summary, run_logged, setup, subset_folder, summary, \
     throughput, train_flops_per_image, write_result
 
@@ -44,9 +46,7 @@ def timm_epoch_rates(log_text: str) -> dict[int, float]:
 
 def ours_epoch_rates(run_dir: Path) -> dict[int, float]:
     """``{epoch (0-based, as timm counts): images/s}`` from a tricks-train run folder's metrics.csv."""
-    from tricks_registry.checkpoint import read_metrics
-
-    return {r["epoch"] - 1: r["images_per_s"] for r in read_metrics(run_dir / "metrics.csv")}
+    return {r["epoch"] - 1: r["images_per_s"] for r in RunFolder(run_dir).metrics()}
 
 
 def _timed_mean(rates: dict[int, float], what: str) -> float:
@@ -109,7 +109,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         cmd = [sys.executable, "-m", "tricks_registry.cli", "train", "--recipe", args.recipe, "--data-dir", str(data),
                "--output", str(out), "--device", args.device, "--no-progress", *[f"--set={s}" for s in sets]]
         wall = run_logged(cmd, work / f"ours-{i}.log", env=env)
-        run_dir = next(d for d in out.iterdir() if (d / "metrics.csv").is_file())
+        run_dir = next(d for d in out.iterdir() if RunFolder(d).metrics())
         return _timed_mean(ours_epoch_rates(run_dir), f"ours run {i}"), wall
 
     def timm(i: int) -> tuple[float, float]:
