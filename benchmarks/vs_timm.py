@@ -81,7 +81,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit(f"--timm-train-py {timm_py}: no such file (clone huggingface/pytorch-image-models)")
 
     from tricks_registry.models import build_model
-    from tricks_registry.export_timm import TIMM_TRAIN_PY_REF, export_timm_args
+    from tricks_registry.export.timm_args import TIMM_TRAIN_PY_REF, export_timm_args
     from tricks_registry.recipe import resolve
 
     base = resolve(args.recipe, args.overrides).data["tricks"]

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 
 EPOCHS, STEPS_PER_EPOCH = 2, 4  # 16 training images, a global batch of 4
 SETS = [s for s in SCALED_DOWN["fcn_resnet50d_ade20k"] + COMMON if not s.startswith("train.epochs")] + [
-    f"train.epochs={EPOCHS}", "backbone.weights=scratch", "transfer.eval_every=1"]
+    f"train.epochs={EPOCHS}", "backbone.weights=scratch", "transfer.eval_every=1", "train.keep_checkpoints=20"]
 ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
 
 
@@ -112,5 +112,5 @@ def test_resuming_a_finished_fcn_run_says_it_is_finished(ade_root, uninterrupted
     resumed = run(command(ade_root, tmp_path, "--resume", str(copy)))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     text = resumed.stdout + resumed.stderr
-    assert f"is finished: it trained {EPOCHS} of {EPOCHS} epoch(s)" in text and "resuming" not in text
+    assert f"is finished: it trained {EPOCHS} of {EPOCHS} epoch(s)" in text and "from checkpoint" not in text
     assert (copy / "metrics.csv").read_text() == (uninterrupted / "metrics.csv").read_text()

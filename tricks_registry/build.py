@@ -9,20 +9,20 @@ is the same for every task.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
 from .models import build_model
-from .parts import Pipeline, compose, parts_from_config
+from .parts import Pipeline, RuntimeSettings, Schedule, compose, parts_from_config
 from .recipe import Recipe
-from .registry import build_trick
 from .tricks.control import EarlyStopping, make_early_stopping, make_ema
 from .tricks.efficiency import grad_scaler, prepare_model
 from .tricks.losses import make_criterion
 from .tricks.mixing import batch_transform
-from .tricks.optimizers import decay_all_params
+from .tricks.optimizers import decay_all_params, default_optimizer
+from .tricks.schedules import default_schedule
 from .weights import load_teacher
 
 __all__ = ["Components", "ModelSource", "build_components", "build_classifier", "apply_model_transforms",
@@ -109,8 +109,8 @@ def build_components(recipe: Recipe, *, num_classes: int, device: torch.device, 
                                      trust_pickle=trust_pickle)
         teacher_model = prepare_model(teacher_model, _memory_format_only(runtime))
     train_cfg = recipe.data["train"]
-    optimizer = (pipeline.optimizer or build_trick("sgd")).make(
-        source.param_groups(bare, pipeline, train_cfg["weight_decay"]), recipe.lr, train_cfg["weight_decay"])
+    optimizer = build_optimizer(source.param_groups(bare, pipeline, train_cfg["weight_decay"]), pipeline, recipe.lr,
+                                train_cfg["weight_decay"])
     scheduler = build_scheduler(optimizer, pipeline, epochs=train_cfg["epochs"], steps_per_epoch=steps_per_epoch)
     return Components(
         recipe=recipe, pipeline=pipeline, model=model, ema=ema, teacher=teacher_model, optimizer=optimizer,
@@ -119,11 +119,9 @@ def build_components(recipe: Recipe, *, num_classes: int, device: torch.device, 
         early_stopping=make_early_stopping(runtime), num_classes=num_classes, lr=recipe.lr)
 
 
-def _memory_format_only(runtime: Any) -> Any:
+def _memory_format_only(runtime: RuntimeSettings) -> RuntimeSettings:
     """The runtime the teacher runs with: the student's memory format, nothing else (no compile, no EMA)."""
-    if isinstance(runtime, Mapping):
-        return {k: v for k, v in runtime.items() if k == "channels_last"}
-    return type(runtime)(channels_last=runtime.channels_last)
+    return RuntimeSettings(channels_last=runtime.channels_last)
 
 
 def parameter_groups(model: nn.Module, pipeline: Pipeline, weight_decay: float) -> list[dict[str, Any]]:
@@ -138,17 +136,15 @@ def apply_model_transforms(model: nn.Module, pipeline: Pipeline) -> nn.Module:
     return model
 
 
-def build_optimizer(model: nn.Module, pipeline: Pipeline, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    """Parameter groups from the policy (decay on everything by default, the paper's baseline), then the
-    optimizer part (plain momentum SGD when the recipe names none)."""
-    groups = parameter_groups(model, pipeline, weight_decay)
-    optimizer = pipeline.optimizer or build_trick("sgd")
-    return optimizer.make(groups, lr, weight_decay)
+def build_optimizer(param_groups: list[dict[str, Any]], pipeline: Pipeline, lr: float,
+                    weight_decay: float) -> torch.optim.Optimizer:
+    """The recipe's optimizer part over ``param_groups`` (plain momentum SGD when the recipe names none)."""
+    return (pipeline.optimizer or default_optimizer()).make(param_groups, lr, weight_decay)
 
 
-def schedule_part(pipeline: Pipeline):
+def schedule_part(pipeline: Pipeline) -> Schedule:
     """The recipe's schedule, or a constant LR when it names none."""
-    return pipeline.schedule or build_trick("constant")
+    return pipeline.schedule or default_schedule()
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, pipeline: Pipeline, *, epochs: int, steps_per_epoch: int):

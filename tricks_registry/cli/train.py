@@ -18,7 +18,6 @@ from ..export.hub import LOGIN_HINT, export_run, pinned_teacher, push_folder, re
 from ..recipe import Recipe, resolve
 from ..run_folder import RunFolder, is_run_folder
 from ..train import train
-from ..transfer.train import train as train_transfer
 
 __all__ = ["DEFAULT_OUTPUT", "add_commands", "add_train_args", "cmd_train", "check_push_args", "push_after_train"]
 
@@ -80,9 +79,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         if demo or args.push_to_hub:
             raise TimmTricksError(f"--demo / --push-to-hub: not for {recipe.data['task']} recipes (no demo data; export "
                                   "with tricks export-transfer RUN_DIR OUT_DIR)")
-        train_transfer(recipe, data_dir=args.data_dir, output=args.output, device=args.device, resume=args.resume,
-                       progress=not args.no_progress)
-        return 0
     check_push_args(args)
     teacher = pinned_teacher(recipe, args.revision)
     if demo and "distillation" in recipe.data["tricks"]:

@@ -51,7 +51,7 @@ class DetectionTask(TransferTask):
     classes_count = len(voc.VOCDetection.classes)
 
     def data(self, data_dir: str | None, pipeline: Pipeline, *, progress: bool) -> TaskData:
-        self.check_pipeline(pipeline)
+        self.check_before_data(pipeline)
         if not data_dir:
             raise DataError("--data-dir is required: the VOCdevkit folder")
         d, t = self.recipe.data["data"], self.recipe.data["transfer"]

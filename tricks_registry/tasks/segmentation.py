@@ -69,7 +69,7 @@ class SegmentationTask(TransferTask):
         self.sync_batchnorm = not recipe.data["backbone"]["frozen_bn"]
 
     def data(self, data_dir: str | None, pipeline: Pipeline, *, progress: bool) -> TaskData:
-        self.check_pipeline(pipeline)
+        self.check_before_data(pipeline)
         if not data_dir:
             raise DataError("--data-dir is required: the ADEChallengeData2016 folder")
         d, t = self.recipe.data["data"], self.recipe.data["transfer"]

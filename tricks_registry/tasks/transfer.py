@@ -16,7 +16,7 @@ from ..distributed import DistInfo
 from ..errors import RecipeError
 from ..parts import Pipeline
 from ..recipe import Recipe
-from ..transfer.backbones import build_transfer_model, head_modules
+from ..transfer.backbones import backbone_weights_spec, build_transfer_model, head_modules
 
 __all__ = ["TransferTask", "TRANSFER_TRICK_SLOTS", "refuse_classification_tricks"]
 
@@ -31,15 +31,11 @@ def refuse_classification_tricks(pipeline: Pipeline, task: str) -> None:
     used += [(p.trick, "classification-augmentation") for p in pipeline.sample_transforms]
     used += [(p.trick, "model-transform (it would re-initialise the pretrained backbone)")
              for p in pipeline.model_transforms]
-    used += [(key, "runtime") for key in _runtime_names(pipeline.runtime) if key != "amp"]
+    used += [(key, "runtime") for key in pipeline.runtime.set_names() if key != "amp"]
     if used:
         name, what = used[0]
         raise RecipeError(f"tricks.{name}: the {task} loop does not apply {what} tricks (it uses "
                           f"{TRANSFER_TRICK_SLOTS}); remove it with --set tricks.{name}=null")
-
-
-def _runtime_names(runtime: Any) -> tuple[str, ...]:
-    return tuple(runtime) if isinstance(runtime, dict) else runtime.set_names()
 
 
 class TransferTask:
@@ -63,8 +59,10 @@ class TransferTask:
         self.weights_meta = (self.best_metric,)
         self._sizes, self._classes = "", []
 
-    def check_pipeline(self, pipeline: Pipeline) -> None:
+    def check_before_data(self, pipeline: Pipeline) -> None:
+        """What can be refused before any data is read: classification tricks, an unset backbone."""
         refuse_classification_tricks(pipeline, self.name)
+        backbone_weights_spec(self.recipe.data["backbone"])
 
     def build_model(self, pipeline: Pipeline, num_classes: int, *, load_weights: bool) -> nn.Module:
         model = build_transfer_model(self.recipe.data, num_classes, load_weights=load_weights)

@@ -37,7 +37,7 @@ from ..models import check_model_name
 from ..run_folder import RunFolder
 from ..weights import WeightsSpecError, load_state_dict, parse_weights_spec
 
-__all__ = ["WEIGHT_FORMS", "classifier_weights", "create_body", "build_transfer_model", "MultiScaleRCNNTransform",
+__all__ = ["WEIGHT_FORMS", "backbone_weights_spec", "classifier_weights", "create_body", "build_transfer_model", "MultiScaleRCNNTransform",
            "FPNBackbone", "DilatedBackbone", "head_modules", "TASK_MODELS"]
 
 WEIGHT_FORMS = ("a tricks-train run folder (its checkpoints/best.safetensors), ARCH@/path/to/weights.safetensors "
@@ -124,6 +124,18 @@ def _freeze_stages(body: nn.Module, trainable_stages: int) -> None:
                 param.requires_grad_(False)
 
 
+def backbone_weights_spec(backbone: Mapping[str, Any]) -> str:
+    """The recipe's ``backbone.weights``; a :class:`~tricks_registry.errors.WeightsError` saying what to give
+    when it is not set (checked before any data is read)."""
+    spec = backbone.get("weights")
+    if not spec:
+        raise WeightsError(
+            "backbone.weights is not set: give the classifier to start from, e.g. train it with "
+            f"`tricks-train --recipe {backbone.get('source') or 'resnet50d_all'} --data-dir IMAGENET` "
+            f"and add --set backbone.weights=RUN_DIR. It can be {WEIGHT_FORMS}.")
+    return spec
+
+
 def create_body(backbone: Mapping[str, Any], *, output_stride: int | None = None,
                 load_weights: bool = True) -> nn.Module:
     """timm's ``features_only`` model of ``backbone.model``, with the weights ``backbone.weights`` names (when
@@ -138,12 +150,7 @@ def create_body(backbone: Mapping[str, Any], *, output_stride: int | None = None
         kwargs["output_stride"] = output_stride
     body = timm.create_model(get_arch_name(arch), features_only=True, **kwargs)
     if load_weights:
-        spec = backbone.get("weights")
-        if not spec:
-            raise WeightsError(
-                "backbone.weights is not set: give the classifier to start from, e.g. train it with "
-                f"`tricks-train --recipe {backbone.get('source') or 'resnet50d_all'} --data-dir IMAGENET` "
-                f"and add --set backbone.weights=RUN_DIR. It can be {WEIGHT_FORMS}.")
+        spec = backbone_weights_spec(backbone)
         weights = classifier_weights(spec, get_arch_name(arch))
         if weights is not None:
             _load_into_body(body, weights, spec, arch)

@@ -136,7 +136,7 @@ def distillation(*, teacher: str = "resnet152_v1d.gluon_in1k", temperature: floa
     cosine decay, label smoothing and mixup, here GluonCV's ``resnet152_v1d`` weights in timm.
     timm's ``LogitDistillationTask`` uses KL instead of the second CE; it differs by the teacher's
     entropy, a constant for the student, so the gradients are the same. The loop builds the teacher
-    (see :func:`tricks_registry.build.load_teacher` for the accepted forms; eval mode, no grad) and feeds it the same
+    (see :func:`tricks_registry.weights.load_teacher` for the accepted forms; eval mode, no grad) and feeds it the same
     (mixed) batch as the student (paper, Table 6).
     """
     check_param(temperature > 0, "distillation", "temperature", f"must be > 0, got {temperature}")
