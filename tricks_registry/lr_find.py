@@ -94,7 +94,7 @@ def lr_range_test(recipe: Recipe, train_set, *, steps: int = 100, start_lr: floa
 
 def write_outputs(result: LRFindResult, out_dir: Path, title: str) -> tuple[Path, Path]:
     """``lr_find.csv`` and ``lr_find.png`` (loss against LR on a log axis, the suggestion marked)."""
-    import matplotlib
+    import matplotlib  # here, not at the top: half a second of start-up, only for the plot
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

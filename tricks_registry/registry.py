@@ -21,6 +21,7 @@ import difflib
 import inspect
 import types
 import typing
+import warnings
 from importlib import metadata
 from typing import Any, Callable, Iterable, Mapping
 
@@ -232,7 +233,6 @@ def _load_entry_points() -> None:
         try:
             ep.load()
         except Exception as err:  # a broken plugin must not break the registry
-            import warnings
             warnings.warn(f"timm-tricks: could not load trick plugin {ep.name!r} ({ep.value}): {err}")
 
 

@@ -21,12 +21,13 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
+import yaml
+
+from .checkpoint import append_metrics, atomic_write_text, read_metrics
 from .errors import CheckpointError, RecipeError
-
-if TYPE_CHECKING:
-    from .recipe import Recipe
+from .recipe import Recipe, recipe_hash
 
 __all__ = ["RunFolder", "RECIPE_FILE", "RECIPE_HASH_FILE", "METRICS_FILE", "SUMMARY_FILE", "BAD_IMAGES_FILE",
            "CURVES_FILE", "LR_SCHEDULE_FILE", "CHECKPOINTS_DIR", "WEIGHT_TAGS", "is_run_folder", "run_folder_name"]
@@ -48,7 +49,7 @@ def is_run_folder(path: str | os.PathLike) -> bool:
     return (Path(path) / RECIPE_FILE).is_file()
 
 
-def run_folder_name(recipe: "Recipe") -> str:
+def run_folder_name(recipe: Recipe) -> str:
     """``<name>-v<version>-<YYYYmmdd-HHMMSS>``: a new run's folder name."""
     return f"{recipe.name}-v{recipe.version}-{time.strftime('%Y%m%d-%H%M%S')}"
 
@@ -87,25 +88,17 @@ class RunFolder:
                 from None
         return folder
 
-    def write_recipe(self, recipe: "Recipe") -> None:
-        from .checkpoint import atomic_write_text
-
+    def write_recipe(self, recipe: Recipe) -> None:
         atomic_write_text(self.file(RECIPE_FILE), recipe.to_yaml())
         atomic_write_text(self.file(RECIPE_HASH_FILE), recipe.sha256 + "\n")
 
     def write_bad_images(self, bad_images: Sequence[tuple[str, str]]) -> None:
-        from .checkpoint import atomic_write_text
-
         atomic_write_text(self.file(BAD_IMAGES_FILE), "".join(f"{p}\t{why}\n" for p, why in bad_images))
 
     def append_metrics(self, row: Mapping[str, Any], fields: Sequence[str]) -> None:
-        from .checkpoint import append_metrics
-
         append_metrics(self.file(METRICS_FILE), row, fields)
 
     def write_summary(self, summary: Mapping[str, Any]) -> None:
-        from .checkpoint import atomic_write_text
-
         atomic_write_text(self.file(SUMMARY_FILE), json.dumps(summary, indent=2) + "\n")
 
     # ---- reading
@@ -119,10 +112,6 @@ class RunFolder:
     def recipe_data(self) -> tuple[dict[str, Any], str]:
         """The resolved recipe as trained and its SHA-256, checked against ``recipe.sha256`` (an edited recipe
         is a :class:`RecipeError`)."""
-        import yaml
-
-        from .recipe import recipe_hash
-
         self.require(RECIPE_FILE)
         path = self.file(RECIPE_FILE)
         data = yaml.safe_load(path.read_text())
@@ -134,10 +123,8 @@ class RunFolder:
                               "it was edited. Use the run as it was trained", file=str(path))
         return data, sha
 
-    def recipe(self) -> "Recipe":
+    def recipe(self) -> Recipe:
         """The run's resolved recipe (hash checked), as a :class:`~tricks_registry.recipe.Recipe`."""
-        from .recipe import Recipe
-
         data, sha = self.recipe_data()
         return Recipe(data=data, sha256=sha, source=str(self.file(RECIPE_FILE)),
                       lineage=tuple(data.get("lineage", ())))
@@ -149,8 +136,6 @@ class RunFolder:
 
     def metrics(self) -> list[dict[str, Any]]:
         """The rows of ``metrics.csv`` (none before the first epoch ends)."""
-        from .checkpoint import read_metrics
-
         path = self.file(METRICS_FILE)
         return read_metrics(path) if path.is_file() else []
 

@@ -29,6 +29,7 @@ import timm
 import torch
 from timm.models import get_pretrained_cfg, split_model_name_tag
 from timm.models import load_state_dict as timm_load_state_dict
+from model_tweaks.resnet_tweaks import HUB_ORG_ENV
 from torch import nn
 
 from .checkpoint import load_weights
@@ -243,8 +244,6 @@ def pretrained_overlay(spec: WeightsSpec | str, trust_pickle: bool = False) -> d
         raise WeightsSpecError(ws.spec, f"a {ws.kind}: timm loads no pretrained weights from it")
     cfg = get_pretrained_cfg(ws.timm_name)
     if cfg is None or not cfg.has_weights:
-        from model_tweaks.resnet_tweaks import HUB_ORG_ENV
-
         hint = f" (set {HUB_ORG_ENV} to the organisation that hosts them)" if ws.tag == "tricks_in1k" else ""
         raise WeightsError(f"{ws.spec}: names no weights{hint}")
     if cfg.hf_hub_id:

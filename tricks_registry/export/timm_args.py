@@ -104,7 +104,7 @@ def _timm_model_name(name: str, out: _Out) -> tuple[str, bool]:
     Hub export uses too) and whether it needs the model_tweaks plugin imported. Where timm rebuilds our network
     only with extra arguments (ResNet-18/34-C: timm's resnet with the deep stem), :func:`_timm_model_args` gives
     them, for ``model_kwargs``."""
-    import timm
+    import timm  # here: `tricks recipe export` of a recipe whose model needs no mapping starts without timm
 
     if name.startswith("torchvision:"):
         tv = name.split(":", 1)[1]
@@ -131,7 +131,7 @@ def _timm_model_args(name: str) -> dict[str, Any]:
 
 
 def _is_timm_resnet(name: str) -> bool:
-    from timm.models import get_arch_name, is_model_in_modules
+    from timm.models import get_arch_name, is_model_in_modules  # start-up time, as above
 
     base = get_arch_name(name)
     try:
