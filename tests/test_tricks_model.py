@@ -56,7 +56,7 @@ def test_init_tricks_are_exclusive():
 
 
 def test_compose_orders_structure_then_init_then_zero_gamma():
-    pipe = compose([build_trick("zero_gamma"), build_trick("xavier_init"), build_trick("ic_layer")])
+    pipe = compose([build_trick("zero_gamma"), build_trick("xavier_init"), build_trick("ic_layer", placement="added")])
     assert [t.trick for t in pipe.model_transforms] == ["ic_layer", "xavier_init", "zero_gamma"]
     model = make("timm_resnet18")
     for t in pipe.model_transforms:
@@ -260,15 +260,21 @@ def _leaf_execution_order(model: nn.Module, x: torch.Tensor) -> list[nn.Module]:
     return order
 
 
+def _n_bn(model: nn.Module) -> int:
+    return sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+
+
+@pytest.mark.parametrize("placement", ["paper", "added"])
 @pytest.mark.parametrize("name", ["timm_resnet18", "timm_resnet50d", "tv_resnet50"])
-def test_ic_layer_puts_bn_then_dropout_before_every_branch_conv(name):
+def test_ic_layer_puts_bn_then_dropout_before_every_branch_conv(name, placement):
     base = make(name)
     branch_convs = [m for mname, m in base.named_modules()
                     if re.fullmatch(r"layer[1-4]\.\d+\.conv\d", mname)]
     other_convs = [m for m in base.modules() if isinstance(m, nn.Conv2d) and
                    not any(m is c for c in branch_convs)]
     assert len(branch_convs) == N_BLOCKS[BOTTLENECK[name]] * (3 if BOTTLENECK[name] else 2)
-    model = build_trick("ic_layer", p=0.1).apply(base)
+    n_bn = _n_bn(base)
+    model = build_trick("ic_layer", p=0.1, placement=placement).apply(base)
     model.train()
     order = _leaf_execution_order(model, torch.randn(2, 3, 32, 32))
     for conv in branch_convs:
@@ -276,11 +282,96 @@ def test_ic_layer_puts_bn_then_dropout_before_every_branch_conv(name):
         bn, drop = order[i - 2], order[i - 1]
         assert isinstance(bn, nn.BatchNorm2d) and bn.num_features == conv.in_channels
         assert isinstance(drop, nn.Dropout) and drop.p == 0.1
-    for conv in other_convs:  # stem and shortcut convs: no IC layer in front
+        after = next(m for m in order[i + 1:] if not isinstance(m, nn.Identity))
+        if placement == "paper":  # the BN moved: the conv feeds the ReLU (or the sum) directly
+            assert not isinstance(after, nn.BatchNorm2d)
+        else:  # the block keeps its own conv-BN
+            assert isinstance(after, nn.BatchNorm2d) and after.num_features == conv.out_channels
+    for conv in other_convs:  # stem and shortcut convs: no IC layer in front, their BN after them
         i = next(k for k, m in enumerate(order) if m is conv)
         assert i == 0 or not isinstance(order[i - 1], nn.Dropout)
+        assert isinstance(order[i + 1], nn.BatchNorm2d)
     n_ic = sum(isinstance(m, ICLayer) for m in model.modules())
     assert n_ic == len(branch_convs)
+    # paper: every branch BN moved in front of its conv, none added; added: one more BN per branch conv
+    assert _n_bn(model) == n_bn + (0 if placement == "paper" else len(branch_convs))
+
+
+def test_ic_layer_bn_count_on_resnet50d():
+    """ResNet-50-D has 55 BN layers (3 deep-stem, 48 branch, 4 shortcut); the paper's placement keeps them,
+    the 'added' one adds 48."""
+    counts = {}
+    for placement in ("paper", "added"):
+        model = make("timm_resnet50d")
+        assert _n_bn(model) == 55
+        counts[placement] = _n_bn(build_trick("ic_layer", placement=placement).apply(model))
+    assert counts == {"paper": 55, "added": 103}
+
+
+def test_tricks_show_ic_layer_says_what_changes_in_a_block(capsys):
+    from tricks_registry.cli import main
+
+    assert main(["show", "ic_layer"]) == 0
+    out = capsys.readouterr().out
+    assert "placement: " in out and "'paper'" in out
+    assert "BN-Drop-conv1-ReLU-BN-Drop-conv2-ReLU-BN-Drop-conv3 (+ shortcut) ReLU" in out
+    assert "55 BN layers" in out and "55 -> 103" in out
+
+
+def test_ic_layer_paper_placement_refuses_a_block_without_its_bn():
+    model = make("tv_resnet18")
+    model.layer1[0].bn1 = nn.Identity()
+    with pytest.raises(TrickError, match="use placement 'added'") as err:
+        build_trick("ic_layer").apply(model)
+    assert err.value.param == "placement"
+    build_trick("ic_layer", placement="added").apply(model)  # the added placement needs no BN there
+    with pytest.raises(TrickError):
+        build_trick("ic_layer", placement="moved")
+
+
+def _cifar_batch(folder, n: int = 64) -> torch.Tensor:
+    from PIL import Image
+
+    files = sorted(folder.glob("train/*/*.jpg"))[:n]
+    x = torch.stack([torch.from_numpy(__import__("numpy").asarray(Image.open(f).convert("RGB"), dtype="float32"))
+                     for f in files]).permute(0, 3, 1, 2) / 255.0
+    mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+    return (x - mean[:, None, None]) / std[:, None, None]
+
+
+def _mean_abs_offdiag_corr(a: torch.Tensor) -> float:
+    """Mean |Pearson correlation| over every pair of channels; the samples are the (image, position) pairs."""
+    flat = a.detach().permute(1, 0, 2, 3).reshape(a.shape[1], -1).double()
+    c = torch.corrcoef(flat)
+    off = c[~torch.eye(len(c), dtype=torch.bool)]
+    return off.abs().mean().item()
+
+
+@pytest.mark.parametrize("name", ["timm_resnet18", "timm_resnet50d"])
+def test_ic_layer_dropout_cuts_the_correlation_of_its_outputs_by_1_minus_p(name, cifar_subset):
+    """Chen et al. 2019, section 3: after BN (zero mean), Dropout(p) multiplies the correlation of any pair of
+    outputs by (1 - p). Measured on real images, at the first IC layer (its input does not depend on p) and at
+    one deep in the network (its input carries the dropout of every IC layer before it)."""
+    x = _cifar_batch(cifar_subset)
+    first, deep = "layer1.0.conv1.ic", "layer3.0.conv2.ic"
+    measured: dict[str, list[float]] = {first: [], deep: []}
+    ps = [0.0, 0.1, 0.3, 0.5]
+    for p in ps:
+        model = build_trick("ic_layer", p=p).apply(make(name)).train()
+        outs = {}
+        for key in measured:
+            model.get_submodule(key).register_forward_hook(lambda m, i, o, key=key: outs.__setitem__(key, o))
+        torch.manual_seed(0)
+        with torch.no_grad():
+            model(x)
+        for key in measured:
+            measured[key].append(_mean_abs_offdiag_corr(outs[key]))
+    base = measured[first][0]
+    assert base > 0.05  # real activations are correlated to begin with
+    for p, corr in zip(ps[1:], measured[first][1:]):
+        assert corr == pytest.approx((1 - p) * base, rel=0.03), (p, corr, base)
+    for key in measured:  # and it falls as p grows, deep in the network too
+        assert all(a > b for a, b in zip(measured[key], measured[key][1:])), (key, measured[key])
 
 
 @pytest.mark.parametrize("name", ["timm_resnet18", "tv_resnet18"])

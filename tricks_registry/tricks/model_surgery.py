@@ -2,14 +2,15 @@
 
 * ``dropout``: dropout on the classifier's input, done with a forward pre-hook so that the state-dict
   keys (and hence pretrained checkpoints) stay as they are;
-* ``ic_layer``: Chen et al. 2019's Independent-Component layer (BatchNorm then Dropout) put in front of
-  the weight layers of every residual branch.
+* ``ic_layer``: Chen et al. 2019's Independent-Component layer (BatchNorm then Dropout) in front of the
+  weight layers of every residual branch, the branch BNs moved there (the paper's placement) or added.
 
 Both work on timm's and torchvision's ResNets (and the ResNet-A/B/C/D variants of :mod:`model_tweaks`).
 """
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +21,7 @@ from torchvision.models import resnet as tv_resnet
 from ..parts import ModelTransform, TimmArgs
 from ..registry import TrickError, check_param, register_trick
 
-__all__ = ["ICLayer", "ClassifierInputDropout", "find_classifier", "residual_blocks", "dropout", "ic_layer"]
+__all__ = ["IC_PLACEMENTS", "ICLayer", "ClassifierInputDropout", "find_classifier", "residual_blocks", "dropout", "ic_layer"]
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -148,24 +149,50 @@ def dropout(*, p: float = 0.2) -> ModelTransform:
         comments={"drop": "dropout trick: timm's drop_rate is dropout on the classifier's input, as the trick's"}))
 
 
+#: the IC-layer placements: ``paper`` moves each branch BN in front of its conv (Chen et al. 2019), ``added`` adds an
+#: IC layer in front of each branch conv and keeps the block's own BNs (this package's earlier placement)
+IC_PLACEMENTS = ("paper", "added")
+
+
+def _branch_bn(block: nn.Module, conv_name: str) -> tuple[str, nn.Module | None]:
+    """The BN that follows branch conv ``convN`` in a ResNet block (``bnN``), by name."""
+    name = "bn" + conv_name[len("conv"):]
+    return name, getattr(block, name, None)
+
+
 @register_trick("ic_layer", kind="model", section="not in He et al. 2019; Chen et al. 2019 (arXiv 1905.05928)",
                 implemented_by="torch.nn.BatchNorm2d + torch.nn.Dropout (ICLayer) wrapped before convs")
-def ic_layer(*, p: float = 0.05) -> ModelTransform:
-    """Put an Independent-Component layer (BatchNorm, then Dropout ``p``) in front of every conv of every residual branch.
+def ic_layer(*, p: float = 0.05, placement: Literal["paper", "added"] = "paper") -> ModelTransform:
+    """Independent-Component layers (BatchNorm, then Dropout ``p``) in front of the weight layers of every residual branch.
 
     Chen et al. 2019, "Rethinking the Usage of Batch Normalization and Dropout in the Training of Deep
-    Neural Networks" (arXiv 1905.05928): an IC layer goes before each weight layer, in the order
-    ReLU -> IC -> weight. Placement here, for ResNets (timm's and torchvision's blocks): each conv on the
-    residual branch of each block (``conv1``, ``conv2`` and, in a bottleneck, ``conv3``) becomes
-    ``nn.Sequential(ic=ICLayer, conv=conv)``; those convs all read a ReLU output, so the branch reads
-    ... ReLU -> BN -> Dropout -> conv. The stem, the shortcut (``downsample``) and the classifier are left
-    alone, as are the block's own BNs. Parameter names of the wrapped convs gain ``.conv``
-    (``layer1.0.conv1.weight`` -> ``layer1.0.conv1.conv.weight``), so apply it before loading a checkpoint
-    trained with it, not to load one trained without. The default ``p = 0.05`` is a small rate as Chen et al.
-    advise (the layer is meant to decorrelate, not to regularise heavily). ``torch.nn.BatchNorm2d`` and
-    ``torch.nn.Dropout`` do the work.
+    Neural Networks" (arXiv 1905.05928): an IC layer, ``-BatchNorm-Dropout-``, goes in front of each weight
+    layer, so a layer reads ``ReLU -> IC -> weight``; BN belongs before the weight layer, not before ReLU
+    (BN whitens, dropout then cuts the correlation of any pair of its outputs by the factor ``1 - p``).
+
+    What changes in a ResNet block (timm's and torchvision's BasicBlock/Bottleneck; the stem, the
+    shortcut's conv+BN and the classifier are left alone):
+
+    * ``placement='paper'`` (default; the paper's placement, the BN *moved*): each branch conv ``convN``
+      (``conv1``, ``conv2`` and, in a bottleneck, ``conv3``) becomes ``nn.Sequential(ic=ICLayer, conv=convN)``
+      and the BN that followed it, ``bnN``, becomes ``nn.Identity``. A bottleneck's branch
+      ``conv1-BN-ReLU-conv2-BN-ReLU-conv3-BN (+ shortcut) ReLU`` becomes
+      ``BN-Drop-conv1-ReLU-BN-Drop-conv2-ReLU-BN-Drop-conv3 (+ shortcut) ReLU``: no BN is added (ResNet-50-D
+      keeps its 55 BN layers), each branch BN now normalises the conv's input (``conv.in_channels`` features)
+      instead of its output. The branch ends in a conv, so ``zero_gamma`` has no last BN to zero there.
+    * ``placement='added'``: an IC layer is *added* in front of each branch conv and the block keeps its own
+      conv-BN-ReLU, so the branch reads ``... ReLU -> BN -> Drop -> conv -> BN -> ReLU ...`` (ResNet-50-D:
+      55 -> 103 BN layers). This was the only placement before the paper's became the default.
+
+    Parameter names of the wrapped convs gain ``.conv`` (``layer1.0.conv1.weight`` ->
+    ``layer1.0.conv1.conv.weight``) and the IC layer's BN is ``layer1.0.conv1.ic.bn``, so apply it before
+    loading a checkpoint trained with it, not to load one trained without. The default ``p = 0.05`` is a small
+    rate as Chen et al. advise (the layer is meant to decorrelate, not to regularise heavily).
+    ``torch.nn.BatchNorm2d`` and ``torch.nn.Dropout`` do the work.
     """
     _check_p("ic_layer", p)
+    check_param(placement in IC_PLACEMENTS, "ic_layer", "placement",
+                f"must be one of {', '.join(IC_PLACEMENTS)}, got {placement!r}")
 
     def apply(model: nn.Module) -> nn.Module:
         blocks = residual_blocks(model)
@@ -176,6 +203,14 @@ def ic_layer(*, p: float = 0.05) -> ModelTransform:
         for block in blocks:
             if any(isinstance(m, ICLayer) for m in block.modules()):
                 raise TrickError("already applied to this model", trick="ic_layer")
+            if placement == "paper":
+                for name in _branch_conv_names(block):
+                    bn_name, bn = _branch_bn(block, name)
+                    if not isinstance(bn, nn.BatchNorm2d):
+                        raise TrickError(
+                            f"placement 'paper' moves the BN after each branch conv, but {type(block).__name__}."
+                            f"{bn_name} is {type(bn).__name__}, not BatchNorm2d; use placement 'added'",
+                            trick="ic_layer", param="placement")
         for block in blocks:
             for name in _branch_conv_names(block):
                 conv = getattr(block, name)
@@ -183,6 +218,8 @@ def ic_layer(*, p: float = 0.05) -> ModelTransform:
                 ic = ICLayer(conv.in_channels, p).to(device=ref.device, dtype=ref.dtype)
                 ic.train(conv.training)
                 setattr(block, name, nn.Sequential(OrderedDict(ic=ic, conv=conv)))
+                if placement == "paper":
+                    setattr(block, _branch_bn(block, name)[0], nn.Identity())
         return model
 
     return ModelTransform(apply=apply, stage="structure", timm_export=TimmArgs(
