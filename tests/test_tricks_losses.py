@@ -11,7 +11,7 @@ from torch import nn
 
 import tricks_registry
 from tricks_registry import TrickError, build_trick, compose, get_trick
-from tricks_registry.tricks.losses import hard_to_soft, make_criterion
+from tricks_registry.tricks.losses import distillation_loss, hard_to_soft, make_criterion
 
 K = 7
 
@@ -110,8 +110,32 @@ def test_distillation_loss_equals_paper_formula(t):
     p = torch.softmax(torch.randn(5, K, dtype=torch.float64), -1)  # soft (e.g. mixed) targets
     part = build_trick("distillation", temperature=t)
     assert part.temperature == t and part.teacher == "resnet152_v1d.gluon_in1k"
-    ours = part.loss(z, r, p).item()
-    assert math.isclose(ours, _paper_distillation_by_hand(z, r, p, t), rel_tol=1e-12)
+    paper = _paper_distillation_by_hand(z, r, p, t)
+    assert math.isclose(distillation_loss(z, r, p, t).item(), paper, rel_tol=1e-12)
+    # the part logs the part that moves: the paper's value less T^2 times the teacher's softened entropy
+    pt = torch.softmax(r / t, -1)
+    entropy = -(pt * torch.log(pt)).sum(-1).mean().item()
+    assert math.isclose(part.loss(z, r, p).item(), paper - t * t * entropy, rel_tol=1e-9)
+
+
+@pytest.mark.parametrize("t", [20.0, 3.0])
+def test_the_logged_distillation_loss_keeps_the_papers_gradient_exactly(t):
+    torch.manual_seed(3)
+    z, r = torch.randn(6, K) * 3, torch.randn(6, K) * 3
+    p = torch.softmax(torch.randn(6, K), -1)
+    za, zb = z.clone().requires_grad_(True), z.clone().requires_grad_(True)
+    distillation_loss(za, r, p, t).backward()
+    build_trick("distillation", temperature=t).loss(zb, r, p).backward()
+    assert torch.equal(za.grad, zb.grad)
+
+
+def test_the_logged_distillation_loss_starts_near_ln_c_not_t2_ln_c():
+    torch.manual_seed(4)
+    k, t = 10, 20.0
+    z, r = torch.randn(64, k) * 0.01, torch.randn(64, k)  # an untrained student, a teacher of unit-scale logits
+    p = torch.eye(k)[torch.randint(0, k, (64,))]
+    logged = build_trick("distillation", temperature=t).loss(z, r, p).item()
+    assert abs(logged - math.log(k)) < 1.0 and distillation_loss(z, r, p, t).item() > 0.9 * t * t * math.log(k)
 
 
 class _FixedLogits(nn.Module):
@@ -147,10 +171,11 @@ def test_distillation_gradient_matches_timm_logit_distillation_task():
     ours = build_trick("distillation", temperature=t).loss(zz, r, p)
     ours.backward()
     assert torch.allclose(zz.grad, timm_grad, rtol=1e-5, atol=1e-7)
-    # values differ by exactly T^2 times the teacher's softened entropy (constant for the student)
+    # the logged value is timm's (CE + T^2 KL); the paper's CE form is larger by T^2 times the teacher's entropy
+    assert torch.allclose(ours.detach(), out["loss"].detach(), rtol=1e-4)
     pt = torch.softmax(r / t, -1)
     entropy = -(pt * torch.log(pt)).sum(-1).mean()
-    assert torch.allclose(ours.detach() - out["loss"].detach(), t * t * entropy, rtol=1e-4)
+    assert torch.allclose(distillation_loss(z, r, p, t) - out["loss"].detach(), t * t * entropy, rtol=1e-4)
     assert entropy > 0.1  # so the two values really differ
 
 

@@ -73,6 +73,13 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     return soft_cross_entropy(z, targets) + (t * t) * kd
 
 
+def teacher_entropy(teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``H(softmax(r/T))``, the teacher's softened entropy, batch mean (no gradient: a constant for the student)."""
+    with torch.no_grad():
+        q = F.softmax(_upcast(teacher_logits.detach()) / float(temperature), dim=-1)
+        return -(q * torch.log(q.clamp_min(torch.finfo(q.dtype).tiny))).sum(-1).mean()
+
+
 def _upcast(x: torch.Tensor) -> torch.Tensor:
     """float16/bfloat16 (autocast) logits -> float32 for the softmax; float32/float64 unchanged."""
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
@@ -135,7 +142,10 @@ def distillation(*, teacher: str = "resnet152_v1d.gluon_in1k", temperature: floa
     logits ``r``, soft targets ``p`` and ``T = 20``; the paper's teacher is a ResNet-152-D trained with
     cosine decay, label smoothing and mixup, here GluonCV's ``resnet152_v1d`` weights in timm.
     timm's ``LogitDistillationTask`` uses KL instead of the second CE; it differs by the teacher's
-    entropy, a constant for the student, so the gradients are the same. The loop builds the teacher
+    entropy, a constant for the student, so the gradients are the same. The part's ``loss`` keeps the paper's
+    gradient but reports the part that moves: the paper's value less ``T^2 H(softmax(r/T))`` (exactly that
+    constant, detached), which is timm's ``CE + T^2 KL``; a run's logged loss then starts near ``ln C``, not
+    near ``T^2 ln C`` (921 for 10 classes at T = 20). The loop builds the teacher
     (see :func:`tricks_registry.weights.load_teacher` for the accepted forms; eval mode, no grad) and feeds it the same
     (mixed) batch as the student (paper, Table 6).
     """
@@ -149,7 +159,7 @@ def distillation(*, teacher: str = "resnet152_v1d.gluon_in1k", temperature: floa
     t = float(temperature)
 
     def loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return distillation_loss(student_logits, teacher_logits, targets, t)
+        return distillation_loss(student_logits, teacher_logits, targets, t) - (t * t) * teacher_entropy(teacher_logits, t)
 
     return Distillation(teacher=teacher, temperature=t, loss=loss)
 
