@@ -106,7 +106,7 @@ def test_resnet50d_all_holds_the_papers_values():
     assert cfg["warmup_epochs"] == 5 and cfg["warmup_lr"] == 0.0 and cfg["warmup_prefix"] is True
     # the recipe's 200 epochs include the 5 of warmup; with warmup_prefix train.py runs warmup + epochs
     assert cfg["epochs"] + cfg["warmup_epochs"] == 200
-    assert cfg["smoothing"] == 0.1
+    assert cfg["smoothing"] == 0.1 * 1000 / 999   # the paper's e = 0.1 as timm's uniform e' = e K / (K - 1)
     assert cfg["mixup"] == 0.2 and cfg["cutmix"] == 0.0 and cfg["mixup_prob"] == 1.0
     assert cfg["opt"] == "sgd" and cfg["momentum"] == 0.9    # timm's 'sgd' is Nesterov
     assert cfg["weight_decay"] == 1e-4 and "opt_kwargs" not in cfg  # no bias decay: timm's default
@@ -117,8 +117,10 @@ def test_resnet50d_all_holds_the_papers_values():
     assert cfg["img_size"] == 224 and cfg["crop_pct"] == 0.875
     assert cfg["scale"] == [0.08, 1.0] and cfg["hflip"] == 0.5 and cfg["color_jitter"] == 0.4
     notes = "\n".join(_notes(text))
-    assert "label_smoothing form 'paper'" in notes and "uniform" in notes
+    assert "label_smoothing" not in notes   # expressed exactly now, see test_paper_label_smoothing_...
+    assert "K = 1000 (ImageNet's, assumed" in text
     assert "pca_lighting" in notes and "xavier_init" in notes
+    assert "linear_warmup: form 'paper'" in notes   # version 2: the paper's warmup, timm's ramp exported
 
 
 def test_kd_teacher_is_a_timm_pretrained_name():
@@ -219,13 +221,20 @@ def _recipe_lrs(name: str, steps_per_epoch: int, overrides=()) -> list[float]:
 
 def test_cosine_with_warmup_is_the_recipes_schedule_in_timm():
     spe = 3
-    cfg, _ = _export("resnet50d_all")
+    cfg, _ = _export("resnet50d_all@1")   # version 1: timm's warmup form
     timm_lrs, num_epochs = _timm_lrs(cfg, spe)
-    ours = _recipe_lrs("resnet50d_all", spe)
+    ours = _recipe_lrs("resnet50d_all@1", spe)
     assert num_epochs == 200 and len(timm_lrs) == len(ours)
     for t, (a, b) in enumerate(zip(timm_lrs, ours)):
         assert math.isclose(a, b, rel_tol=1e-12, abs_tol=1e-15), (t, a, b)
     assert ours[0] == 0.0 and math.isclose(ours[5 * spe], 0.4)
+    # version 2, the paper's form, exports the same flags; it runs timm's warmup one batch ahead, then the same
+    cfg2, _ = _export("resnet50d_all@2")
+    assert _timm_lrs(cfg2, spe)[0] == timm_lrs
+    paper = _recipe_lrs("resnet50d_all@2", spe)
+    w = 5 * spe
+    assert paper[:w] == pytest.approx(timm_lrs[1:w + 1], rel=1e-12) and math.isclose(paper[0], 0.4 / w)
+    assert paper[w:] == pytest.approx(timm_lrs[w:], rel=1e-12, abs=1e-15)
 
 
 def test_multistep_baseline_is_the_recipes_schedule_in_timm():
@@ -240,11 +249,11 @@ def test_multistep_baseline_is_the_recipes_schedule_in_timm():
 
 def test_multistep_with_warmup_differs_only_one_iteration_before_each_milestone():
     spe = 4
-    cfg, text = _export("resnet50_efficient")
+    cfg, text = _export("resnet50_efficient@1")
     assert cfg["sched_on_updates"] is True and cfg["decay_milestones"] == [30, 60, 90]
     assert any("one iteration early" in n for n in _notes(text))
     timm_lrs, num_epochs = _timm_lrs(cfg, spe)
-    ours = _recipe_lrs("resnet50_efficient", spe)
+    ours = _recipe_lrs("resnet50_efficient@1", spe)
     assert num_epochs == 120 and len(timm_lrs) == len(ours)
     differ = [t for t, (a, b) in enumerate(zip(timm_lrs, ours)) if not math.isclose(a, b, rel_tol=1e-12)]
     assert differ == [30 * spe - 1, 60 * spe - 1, 90 * spe - 1]
@@ -309,6 +318,53 @@ def test_mixers_map_to_timm_mixup_probabilities():
               switch_prob=args.mixup_switch_prob, mode=args.mixup_mode, label_smoothing=args.smoothing,
               num_classes=10)   # as train.py builds it
     assert m.mix_prob == cfg["mixup_prob"] and m.switch_prob == cfg["mixup_switch_prob"]
+
+
+@pytest.mark.parametrize("k, overrides", [(None, []), (10, ["model.kwargs.num_classes=10"]), (100, [])])
+@pytest.mark.parametrize("epsilon", [0.1, 0.2])
+def test_paper_label_smoothing_exports_timms_epsilon_and_timm_rebuilds_our_targets(k, overrides, epsilon):
+    """The paper's form (1 - e on the label, e / (K - 1) elsewhere) is timm's uniform form with e' = e K / (K - 1):
+    train.py's targets (timm's Mixup with label_smoothing=args.smoothing, the same as mixup_target's), rebuilt
+    from the export, are ours. K: the caller's, else the recipe's, else ImageNet's 1000."""
+    from fractions import Fraction
+
+    from timm.data.mixup import mixup_target
+
+    from tricks_registry.tricks.losses import smooth_targets
+
+    recipe = resolve("resnet50d_label_smoothing", [*overrides, f"tricks.label_smoothing.epsilon={epsilon}"])
+    text = export_timm_args(recipe, num_classes=100 if k == 100 else None)
+    cfg = yaml.safe_load(text)
+    kk = k or 1000
+    # exactly e K / (K - 1) to the last bit (the YAML float round-trips), and the identity holds in exact arithmetic
+    assert cfg["smoothing"] == epsilon * kk / (kk - 1)
+    e, e2 = Fraction(epsilon), Fraction(epsilon) * kk / (kk - 1)
+    assert (1 - e2 + e2 / kk, e2 / kk) == (1 - e, e / (kk - 1))
+    assert f"e = {epsilon}" in text and f"K = {kk} (" in text
+    assert ("ImageNet's, assumed" in text) == (k is None)
+    assert not any("label_smoothing" in n for n in _notes(text))
+    labels = torch.arange(3 * kk) % kk
+    theirs = mixup_target(labels, kk, lam=1.0, smoothing=_train_py_args(cfg).smoothing)  # train.py's targets
+    ours = smooth_targets(torch.nn.functional.one_hot(labels, kk).double(), epsilon, "paper")
+    assert theirs.dtype == torch.float32
+    # float32 targets: equal up to float32 rounding (timm rounds its float64 values once, we compute in float32)
+    ours32 = smooth_targets(torch.nn.functional.one_hot(labels, kk).float(), epsilon, "paper")
+    assert torch.allclose(ours32, theirs, rtol=0, atol=float(torch.finfo(torch.float32).eps))
+    # and the float64 values timm fills in are ours
+    off, on = cfg["smoothing"] / kk, 1.0 - cfg["smoothing"] + cfg["smoothing"] / kk
+    expected = torch.where(ours > 0.5, torch.tensor(on, dtype=torch.float64), torch.tensor(off, dtype=torch.float64))
+    assert torch.allclose(ours, expected, rtol=0, atol=1e-15)
+    assert torch.equal(theirs, expected.float())
+
+
+def test_paper_warmup_form_is_a_note_and_timms_form_none():
+    _, v1 = _export("resnet50d_all@1")
+    _, v2 = _export("resnet50d_all@2")
+    assert not any("form 'paper'" in n for n in _notes(v1))
+    assert sum("linear_warmup: form 'paper'" in n for n in _notes(v2)) == 1
+    strip = lambda t: [l for l in t.splitlines() if "form 'paper'" not in l and "resnet50d" not in l
+                       and "sha256" not in l and "recipe" not in l]
+    assert strip(v1) == strip(v2)   # the same train.py flags: timm has one ramp
 
 
 def test_uniform_label_smoothing_has_no_note():

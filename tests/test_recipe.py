@@ -222,15 +222,18 @@ def test_apply_overrides_does_not_touch_its_input():
 # ----------------------------------------------------------------------------------------------------------
 # versions
 def test_pinned_version_resolves_and_equals_the_latest_when_it_is_the_only_one():
-    pinned = resolve("resnet50d_all@1")
-    assert pinned.version == 1 and pinned.name == "resnet50d_all"
-    assert pinned.sha256 == resolve("resnet50d_all").sha256
+    pinned = resolve("resnet50_baseline@1")
+    assert pinned.version == 1 and pinned.name == "resnet50_baseline"
+    assert pinned.sha256 == resolve("resnet50_baseline").sha256
     assert find_recipe_file("resnet50d_all@1") == recipe_dir() / "resnet50d_all.v1.yaml"
+    # with two versions, the bare name is the latest and @1 stays the first
+    assert resolve("resnet50d_all").version == 2
+    assert resolve("resnet50d_all@1").sha256 != resolve("resnet50d_all").sha256
 
 
 @pytest.mark.parametrize("ref", ["resnet50d_all@9", "resnet50d_all@x", "resnet50d_all@0"])
 def test_unpublished_version_lists_the_published_ones(ref: str):
-    with pytest.raises(RecipeError, match=rf"recipe 'resnet50d_all' has no version '{ref[-1]}'; published: 1$"):
+    with pytest.raises(RecipeError, match=rf"recipe 'resnet50d_all' has no version '{ref[-1]}'; published: 1, 2$"):
         resolve(ref)
 
 
@@ -387,9 +390,10 @@ def test_mobilenet_and_inception_ladders_are_the_resnet_ladder_without_zero_gamm
         assert ours.data["data"] == base.data["data"] and ours.data["model"] == base.data["model"]
         assert all(p.startswith(f"{net}_") for p in ours.lineage)  # never a ResNet parent
         parent = load_file(find_recipe_file(f"{net}_{rung}")).data["extends"]
-        assert parent == {"mixup": f"{net}_label_smoothing@1", "distill": f"{net}_label_smoothing@1",
-                          "all": f"{net}_mixup@1"}.get(rung, previous), rung
-        previous = f"{net}_{rung}@1"
+        v = ours.version
+        assert parent == {"mixup": f"{net}_label_smoothing@{v}", "distill": f"{net}_label_smoothing@{v}",
+                          "all": f"{net}_mixup@{v}"}.get(rung, previous), rung
+        previous = f"{net}_{rung}@{v}"
         assert "Table 6" in ours.data["reference"]
         demo, demo_ref = resolve(f"{net}_{rung}", demo=True), resolve(f"resnet50d_{rung}", demo=True)
         assert demo.data["train"] == demo_ref.data["train"]

@@ -200,7 +200,7 @@ def test_a_local_copy_named_like_the_recipe_it_extends_is_no_cycle(tmp_path):
     local.write_text("name: resnet50d_mixup\nversion: 1\nextends: resnet50d_mixup@1\ntrain: {epochs: 3}\n")
     recipe = resolve(local)
     assert recipe.data["train"]["epochs"] == 3
-    assert recipe.lineage == ("resnet50d_mixup@1",) * 2 + tuple(resolve("resnet50d_mixup").lineage[1:])
+    assert recipe.lineage == ("resnet50d_mixup@1",) * 2 + tuple(resolve("resnet50d_mixup@1").lineage[1:])
 
 
 def test_a_real_cycle_names_every_step(tmp_path):

@@ -21,7 +21,7 @@ from tricks_registry.loop import model_checksum as _checksum
 
 pytestmark = pytest.mark.slow
 
-LADDER = sorted(name for name, _, _ in list_recipes() if not name.startswith(("fasterrcnn", "fcn")))
+LADDER = sorted({name for name, _, _ in list_recipes() if not name.startswith(("fasterrcnn", "fcn"))})
 
 
 def scaled_down(name: str, epochs: int = 4, batch: int = 20) -> list[str]:
@@ -75,7 +75,7 @@ def test_ladder_recipe_trains_and_loss_goes_down(name, cifar_subset, teacher_run
     losses = [float(r["train_loss"]) for r in rows]
     assert losses[-1] < losses[0], losses
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["recipe"] == f"{name}@1" and summary["num_classes"] == 10
+    assert summary["recipe"] == f"{name}@{resolve(name).version}" and summary["num_classes"] == 10
     assert summary["recipe_sha256"] == (run_dir / "recipe.sha256").read_text().strip()
     for f in ("recipe.yaml", "curves.png", "lr_schedule.png", "checkpoints/last.safetensors",
               "checkpoints/best.safetensors", "checkpoints/step-00000024.state.pt"):

@@ -94,6 +94,65 @@ def test_linear_warmup_is_k_over_m():
     assert lrs[m:] == [BASE] * (100 - m)
 
 
+def test_linear_warmup_paper_form_is_i_eta_over_m():
+    """He et al. 2019, section 3.1: "at batch i, 1 <= i <= m, the learning rate is i eta / m" (batch i is step
+    k = i - 1 here); then the schedule starts from eta."""
+    spe, m, total = 10, 30, 100
+    w = tr.build_trick("linear_warmup", epochs=3.0, form="paper")
+    assert w == Warmup(epochs=3.0, mode="linear", start_factor=0.0, trick="linear_warmup", form="paper")
+    lrs = lr_sequence(tr.build_trick("constant"), base_lr=BASE, total_steps=total, steps_per_epoch=spe, warmup=w)
+    for i in range(1, m + 1):
+        assert math.isclose(lrs[i - 1], i * BASE / m, rel_tol=1e-12), i
+    assert lrs[0] == BASE / m and lrs[m - 1] == BASE   # eta reached at batch m, not m + 1
+    assert lrs[m:] == [BASE] * (total - m)
+    # the cosine after it is eq. (1) over the T = total - m batches after warmup, as with timm's form
+    cos = tr.build_trick("cosine")
+    paper = lr_sequence(cos, base_lr=BASE, total_steps=total, steps_per_epoch=spe, warmup=w)
+    timm_form = lr_sequence(cos, base_lr=BASE, total_steps=total, steps_per_epoch=spe,
+                            warmup=tr.build_trick("linear_warmup", epochs=3.0))
+    assert paper[m:] == timm_form[m:]
+    assert paper[:m] == pytest.approx([timm_form[k + 1] if k + 1 < m else BASE for k in range(m)], rel=1e-12)
+
+
+@pytest.mark.parametrize("form", ["timm", "paper"])
+def test_linear_warmup_forms_against_timms_scheduler(form):
+    """timm's form is timm's own warmup (CosineLRScheduler, warmup_lr_init 0, warmup_prefix, per update), step for
+    step; the paper's is timm's shifted one step earlier (timm at k + 1), the same schedule after warmup."""
+    from timm.scheduler import CosineLRScheduler
+
+    spe, epochs, w_epochs = 4, 12, 2
+    m, total = spe * w_epochs, spe * epochs
+    ours = lr_sequence(tr.build_trick("cosine"), base_lr=BASE, total_steps=total, steps_per_epoch=spe,
+                       warmup=tr.build_trick("linear_warmup", epochs=float(w_epochs), form=form))
+    opt = _opt()
+    sched = CosineLRScheduler(opt, t_initial=total - m, lr_min=0.0, warmup_t=m, warmup_lr_init=0.0,
+                              warmup_prefix=True, t_in_epochs=False, cycle_limit=1)
+    theirs = []
+    for t in range(total + 1):
+        sched.step_update(t)
+        theirs.append(opt.param_groups[0]["lr"])
+    if form == "timm":
+        assert ours == pytest.approx(theirs[:total], rel=1e-12, abs=1e-15)
+    else:
+        assert ours[:m] == pytest.approx(theirs[1:m + 1], rel=1e-12)
+        assert ours[m:] == pytest.approx(theirs[m:total], rel=1e-12, abs=1e-15)
+
+
+def test_linear_warmup_paper_form_with_a_start_factor_and_a_bad_form():
+    w = tr.build_trick("linear_warmup", epochs=1.0, start_factor=0.25, form="paper")
+    lrs = lr_sequence(tr.build_trick("constant"), base_lr=BASE, total_steps=12, steps_per_epoch=4, warmup=w)
+    assert [round(v / BASE, 12) for v in lrs[:5]] == [0.4375, 0.625, 0.8125, 1.0, 1.0]
+    with pytest.raises(tr.TrickError) as err:
+        tr.build_trick("linear_warmup", form="goyal")
+    assert err.value.param == "form"
+
+
+def test_a_bare_linear_warmup_keeps_timms_form():
+    """``linear_warmup: {}`` in a version-1 recipe means what it meant before the form existed."""
+    assert tr.build_trick("linear_warmup").form == "timm"
+    assert tr.get_trick("linear_warmup").param("form").default == "timm"
+
+
 def test_linear_warmup_start_factor_and_constant_warmup():
     w = tr.build_trick("linear_warmup", epochs=1.0, start_factor=0.25)
     lrs = lr_sequence(tr.build_trick("constant"), base_lr=BASE, total_steps=12, steps_per_epoch=4, warmup=w)

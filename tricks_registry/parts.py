@@ -78,6 +78,9 @@ class TimmContext:
     warmup: "Warmup | None" = None
     #: a model name -> (timm's name for it, the device modules train.py needs to build it); may add notes
     timm_model: Callable[[str], tuple[str, tuple[str, ...]]] = lambda name: (name, ())
+    #: the class count K and where it comes from (None: not known at export time)
+    num_classes: int | None = None
+    num_classes_source: str = ""
 
 
 #: What a trick factory gives a part whose slot does not say its timm flags by itself: the :class:`TimmArgs`, a
@@ -175,10 +178,16 @@ class Warmup:
     #: the LR during constant warmup, or the LR at step 0 of linear warmup, as a fraction of the base LR
     start_factor: float = 0.0
     trick: str | None = None
+    #: linear warmup: ``timm`` (step k of m at k/m, the base LR reached after warmup) or ``paper`` (batch i of m at
+    #: i/m, He et al. 2019 section 3.1)
+    form: Literal["timm", "paper"] = "timm"
 
     def export_timm(self, ctx: TimmContext) -> TimmArgs:
         """``warmup_epochs`` (whole: train.py counts whole epochs) and ``warmup_lr``; timm's warmup is linear."""
         notes = []
+        if self.mode == "linear" and self.form == "paper":
+            notes.append(f"{self.trick}: form 'paper' (batch i of m at i lr / m, lr reached at batch m): timm ramps "
+                         f"as k lr / m for k = 0 .. m-1, reaching lr one update later; exported timm's ramp")
         epochs = self.epochs
         if not float(epochs).is_integer():
             epochs = max(1, round(epochs))
@@ -283,14 +292,27 @@ class LabelSmoothing:
     smooth: Callable[["torch.Tensor"], "torch.Tensor"]
     trick: str | None = None
 
+    #: the class count assumed when neither the recipe nor the caller gives one (ImageNet's)
+    IMAGENET_CLASSES: ClassVar[int] = 1000
+
     def export_timm(self, ctx: TimmContext) -> TimmArgs:
-        """``smoothing``; timm has the uniform form only."""
-        notes = ()
-        if self.form == "paper":
-            notes = (f"label_smoothing form 'paper' (1 - e on the label, e / (K - 1) elsewhere): timm has only the "
-                     f"uniform form (1 - e + e / K on the label, e / K elsewhere); exported e = {self.epsilon} "
-                     f"anyway",)
-        return TimmArgs(values={"smoothing": self.epsilon}, notes=notes)
+        """``smoothing``: timm has the uniform form only (``1 - e' + e' / K`` on the label, ``e' / K`` elsewhere),
+        which is the paper's (``1 - e`` and ``e / (K - 1)``) with ``e' = e K / (K - 1)``: that ``e'`` is exported for
+        the paper's form, K being ``ctx.num_classes`` or else ImageNet's 1000 (the comment says which)."""
+        if self.form != "paper" or self.epsilon == 0.0:
+            return TimmArgs(values={"smoothing": self.epsilon})
+        k = ctx.num_classes
+        source = ctx.num_classes_source or "given"
+        if k is None:
+            k, source = self.IMAGENET_CLASSES, ("ImageNet's, assumed: the recipe gives no class count; for other "
+                                                "data export with --set model.kwargs.num_classes=K")
+        if k < 2:
+            raise TrickError(f"the paper's form needs at least 2 classes, got {k}", trick=self.trick or
+                             "label_smoothing")
+        smoothing = self.epsilon * k / (k - 1)
+        return TimmArgs(values={"smoothing": smoothing}, comments={"smoothing": (
+            f"label smoothing in the paper's form (1 - e on the label, e / (K - 1) elsewhere), e = {self.epsilon}: "
+            f"timm's uniform form with e' = e K / (K - 1), K = {k} ({source})")})
 
 
 @dataclasses.dataclass(frozen=True)

@@ -263,11 +263,13 @@ def _runtime(data: Mapping[str, Any], pipeline: Pipeline, out: _Out) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------
-def export_timm_args(recipe: Recipe, *, world_size: int = 1) -> str:
+def export_timm_args(recipe: Recipe, *, world_size: int = 1, num_classes: int | None = None) -> str:
     """A YAML config for timm's ``train.py -c FILE`` that trains ``recipe`` on ``world_size`` processes.
 
     ``batch_size`` is per process (``global_batch_size / world_size``, which must divide); ``lr`` is the
-    recipe's, for the global batch. Raises :class:`~tricks_registry.recipe.RecipeError` if the batch does not
+    recipe's, for the global batch. ``num_classes`` is the data's class count K where known; else the recipe's
+    (``model.kwargs.num_classes``), else none: a part that needs K (the paper's label smoothing) then assumes
+    ImageNet's 1000 and says so. Raises :class:`~tricks_registry.recipe.RecipeError` if the batch does not
     split or the recipe is not an image-classification recipe.
     """
     data = recipe.data
@@ -287,8 +289,16 @@ def export_timm_args(recipe: Recipe, *, world_size: int = 1) -> str:
         native, plugin = _timm_model_name(name, out)
         return native, (("model_tweaks",) if plugin else ())
 
+    recipe_classes = (data["model"].get("kwargs") or {}).get("num_classes")
+    if num_classes is not None:
+        k, k_source = num_classes, "the data's"
+    elif recipe_classes is not None:
+        k, k_source = recipe_classes, "the recipe's model.kwargs.num_classes"
+    else:
+        k, k_source = None, ""
     ctx = TimmContext(model=timm_name, timm_resnet=_is_timm_resnet(timm_name), lr=recipe.lr,
-                      epochs=data["train"]["epochs"], warmup=pipeline.warmup, timm_model=timm_model)
+                      epochs=data["train"]["epochs"], warmup=pipeline.warmup, timm_model=timm_model,
+                      num_classes=k, num_classes_source=k_source)
     _model(data, pipeline, ctx, needs_plugin, out)
     _data(data, pipeline, ctx, out)
     _optimisation(recipe, pipeline, ctx, world_size, out)

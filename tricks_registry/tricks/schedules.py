@@ -44,17 +44,32 @@ __all__ = [
 # pure functions (factors of the base LR)
 
 
-def warmup_factor(k: int, warmup_steps: int, mode: str = "linear", start_factor: float = 0.0) -> float:
-    """LR factor at warmup step ``k`` of ``warmup_steps``.
+def warmup_factor(k: int, warmup_steps: int, mode: str = "linear", start_factor: float = 0.0,
+                  form: str = "timm") -> float:
+    """LR factor at warmup step ``k`` (``0 <= k < warmup_steps``) of ``warmup_steps``.
 
-    ``linear`` (Goyal et al. 2017, section 2.2; He et al. 2019, section 3.1): ``start + (1 - start) k / W``,
-    which is ``k / W`` for the paper's start of 0. ``constant`` (Goyal et al. 2017; He et al. 2016):
-    ``start_factor`` throughout.
+    ``linear`` (Goyal et al. 2017, section 2.2; He et al. 2019, section 3.1) in one of two forms:
+
+    * ``timm`` (timm's schedulers, and this package's default): ``start + (1 - start) k / W``, which is
+      ``k / W`` for the paper's start of 0: the first batch runs at ``start`` (LR 0) and the base LR is reached
+      at step ``W``, the first after warmup;
+    * ``paper`` (He et al. 2019, section 3.1: "at batch i, 1 <= i <= m, the learning rate is i eta / m"):
+      ``start + (1 - start) (k + 1) / W``: batch ``i = k + 1`` gets ``i / m`` of the base LR, the first
+      ``1 / m``, the last batch of warmup the base LR itself.
+
+    ``constant`` (Goyal et al. 2017; He et al. 2016): ``start_factor`` throughout (``form`` does not apply).
     """
     if mode == "linear":
+        if form == "timm":
+            i = k
+        elif form == "paper":
+            i = k + 1
+        else:
+            raise TrickError(f"unknown warmup form {form!r}; use 'paper' or 'timm'", trick="linear_warmup",
+                             param="form")
         if start_factor == 0.0:
-            return k / warmup_steps
-        return start_factor + (1.0 - start_factor) * k / warmup_steps
+            return i / warmup_steps
+        return start_factor + (1.0 - start_factor) * i / warmup_steps
     if mode == "constant":
         return start_factor
     raise TrickError(f"unknown warmup mode {mode!r}; use 'linear' or 'constant'", trick="warmup", param="mode")
@@ -98,11 +113,12 @@ class WarmupScheduler:
     """
 
     def __init__(self, optimizer: Any, main: Any, *, warmup_steps: int = 0, mode: str = "linear",
-                 start_factor: float = 0.0, relative: bool = True) -> None:
+                 start_factor: float = 0.0, relative: bool = True, form: str = "timm") -> None:
         self.optimizer = optimizer
         self.main = main
         self.warmup_steps = int(warmup_steps)
         self.mode = mode
+        self.form = form
         self.start_factor = float(start_factor)
         self.relative = relative
         self.base_lrs = [group["initial_lr"] for group in optimizer.param_groups]
@@ -112,7 +128,7 @@ class WarmupScheduler:
     def step_update(self, num_updates: int, metric: Any = None) -> None:
         self.num_updates = int(num_updates)
         if num_updates < self.warmup_steps:
-            f = warmup_factor(num_updates, self.warmup_steps, self.mode, self.start_factor)
+            f = warmup_factor(num_updates, self.warmup_steps, self.mode, self.start_factor, self.form)
             _set_lrs(self.optimizer, [b * f for b in self.base_lrs])
         else:
             self.main.step_update(num_updates - self.warmup_steps if self.relative else num_updates)
@@ -212,7 +228,7 @@ def build_scheduler(optimizer: Any, main: MainBuilder, *, relative: bool, total_
     return WarmupScheduler(optimizer, sched, warmup_steps=w,
                            mode=warmup.mode if warmup is not None else "linear",
                            start_factor=warmup.start_factor if warmup is not None else 0.0,
-                           relative=relative)
+                           relative=relative, form=warmup.form if warmup is not None else "timm")
 
 
 def _schedule(name: str, main: MainBuilder, *, relative: bool, timm_args: dict[str, Any],
@@ -431,16 +447,24 @@ def cyclic(*, base_lr_factor: float = 0.25, step_size_epochs: float = 4.0,
 
 @register_trick("linear_warmup", kind="warmup", section="3.1 (Goyal et al. 2017, gradual warmup)",
                 implemented_by="tricks_registry.tricks.schedules.WarmupScheduler")
-def linear_warmup(*, epochs: float = 5.0, start_factor: float = 0.0) -> Warmup:
-    """Linear warmup: at step ``k`` of the ``m`` warmup steps the LR is ``base * k / m``.
+def linear_warmup(*, epochs: float = 5.0, start_factor: float = 0.0,
+                  form: Literal["timm", "paper"] = "timm") -> Warmup:
+    """Linear warmup from 0 (or ``start_factor * base``) up to the base LR over the first ``epochs`` epochs.
 
-    He et al. 2019, section 3.1 (Goyal et al. 2017, gradual warmup): from 0 (or ``start_factor * base``)
-    linearly up to the base LR over the first ``epochs`` epochs; composes with any schedule.
+    He et al. 2019, section 3.1 (Goyal et al. 2017, gradual warmup); composes with any schedule. With ``m``
+    warmup batches:
+
+    * ``form='paper'``: batch ``i``, ``1 <= i <= m``, gets ``i eta / m`` (the paper's words): the first batch
+      ``eta / m``, batch ``m`` the base LR ``eta``. The published recipes' version 2 use it.
+    * ``form='timm'`` (the default, so that version-1 recipes keep their meaning): timm's convention, step
+      ``k = 0 .. m-1`` gets ``k eta / m``: the first batch runs at LR 0 and ``eta`` is reached one batch later,
+      at batch ``m + 1``. timm's ``train.py`` (``--warmup-epochs``, ``--warmup-lr 0``) ramps this way.
     """
     check_param(epochs >= 0, "linear_warmup", "epochs", f"must be >= 0, got {epochs}")
     check_param(0 <= start_factor <= 1, "linear_warmup", "start_factor",
                 f"must be in [0, 1], got {start_factor}")
-    return Warmup(epochs=epochs, mode="linear", start_factor=start_factor)
+    check_param(form in ("timm", "paper"), "linear_warmup", "form", f"must be 'paper' or 'timm', got {form!r}")
+    return Warmup(epochs=epochs, mode="linear", start_factor=start_factor, form=form)
 
 
 @register_trick("constant_warmup", kind="warmup", section="Goyal et al. 2017, section 2.2; He et al. 2016",
