@@ -290,6 +290,87 @@ def test_model_card_front_matter_parses_with_the_metrics(exports, runs):
 
 
 # ---------------------------------------------------------------------------------------------------------
+# export --weights: raw or EMA (issue 14)
+def with_ema(run: Path, dest: Path, ema_top1: float, ema_top5: float = 100.0) -> tuple[Path, dict]:
+    """A copy of ``run`` holding EMA weights as the loop keeps them with the ``ema`` trick:
+    ``checkpoints/best_ema.safetensors`` (the best weights, scaled, so that they differ) and its manifest with the
+    EMA model's own top-1 / top-5."""
+    from tricks_registry.checkpoint import save_weights
+
+    copy = dest / run.name
+    shutil.copytree(run, copy)
+    raw = load_file(str(run / "checkpoints" / "best.safetensors"))
+    ema = {k: (v * 0.5 if v.is_floating_point() else v).contiguous() for k, v in raw.items()}
+    manifest = json.loads((run / "checkpoints" / "best.json").read_text())
+    save_weights(copy / "checkpoints" / "best_ema.safetensors", ema,
+                 {"epoch": manifest["epoch"], "top1": ema_top1, "top5": ema_top5,
+                  "recipe_sha256": manifest.get("recipe_sha256")})
+    return copy, ema
+
+
+def exported(folder: Path) -> tuple[dict, str, dict]:
+    return (json.loads((folder / "results.json").read_text()), (folder / "README.md").read_text(),
+            load_file(str(folder / "model.safetensors")))
+
+
+def test_export_without_ema_weights_exports_the_best_as_before(exports):
+    results, card, _ = exported(exports["resnet18_v1d"])
+    assert results["weights"]["checkpoint"] == "best" and results["weights"]["ema"] is False
+    assert results["weights"]["chosen"] == "" and "the trained (raw) weights" in card
+
+
+def test_export_defaults_to_the_better_of_raw_and_ema_and_the_card_says_which(runs, tmp_path, capsys):
+    run = runs["resnet18_v1d"]
+    raw_top1 = json.loads((run / "checkpoints" / "best.json").read_text())["top1"]
+    better, ema = with_ema(run, tmp_path / "better", raw_top1 + 10, 99.0)
+    capsys.readouterr()
+    assert main(["export", str(better), "--out", str(tmp_path / "out-better")]) == 0
+    assert "best_ema" in capsys.readouterr().out
+    results, card, weights = exported(tmp_path / "out-better")
+    assert all(torch.equal(weights[k], ema[k]) for k in ema)
+    assert results["weights"]["checkpoint"] == "best_ema" and results["weights"]["ema"] is True
+    assert (results["top1"], results["top5"]) == (raw_top1 + 10, 99.0)  # the EMA model's scores
+    assert "chosen by default" in results["weights"]["chosen"] and f"{raw_top1 + 10:.2f}" in results["weights"]["chosen"]
+    assert "`best_ema`: the exponential moving average (EMA) of the trained weights" in card
+    assert "best_ema.safetensors of epoch" in card and "chosen by default" in card
+    from huggingface_hub import ModelCard
+
+    evals = {r.metric_type: r.metric_value for r in ModelCard.load(tmp_path / "out-better" / "README.md").data.eval_results}
+    assert evals == {"accuracy": pytest.approx(raw_top1 + 10), "top_5_accuracy": pytest.approx(99.0)}
+
+    worse, _ = with_ema(run, tmp_path / "worse", raw_top1 / 2)  # a tie (top-1 0) keeps the raw weights too
+    assert main(["export", str(worse), "--out", str(tmp_path / "out-worse")]) == 0
+    results, card, weights = exported(tmp_path / "out-worse")
+    raw = load_file(str(run / "checkpoints" / "best.safetensors"))
+    assert all(torch.equal(weights[k], raw[k]) for k in raw)
+    assert results["weights"]["checkpoint"] == "best" and results["weights"]["ema"] is False
+    assert results["top1"] == pytest.approx(raw_top1, abs=1e-3)  # metrics.csv's row, rounded
+    assert "scored at least as well as the EMA weights" in card
+    assert "`best`: the trained (raw) weights" in card
+
+
+def test_export_weights_flag_chooses_and_refuses_what_the_run_lacks(runs, tmp_path, capsys):
+    run = runs["resnet18_v1d"]
+    raw_top1 = json.loads((run / "checkpoints" / "best.json").read_text())["top1"]
+    folder, ema = with_ema(run, tmp_path / "run", raw_top1 / 2)
+    assert main(["export", str(folder), "--out", str(tmp_path / "ema"), "--weights", "ema_best"]) == 0
+    results, card, weights = exported(tmp_path / "ema")
+    assert results["weights"]["checkpoint"] == "best_ema" and all(torch.equal(weights[k], ema[k]) for k in ema)
+    assert results["weights"]["chosen"] == "chosen with --weights ema_best" and results["top1"] == raw_top1 / 2
+    assert main(["export", str(folder), "--out", str(tmp_path / "last"), "--weights", "last"]) == 0
+    results, _, weights = exported(tmp_path / "last")
+    last = load_file(str(run / "checkpoints" / "last.safetensors"))
+    assert results["weights"]["checkpoint"] == "last" and all(torch.equal(weights[k], last[k]) for k in last)
+    capsys.readouterr()
+    assert main(["export", str(folder), "--out", str(tmp_path / "none"), "--weights", "ema_last"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "last_ema.safetensors" in err and "ema trick" in err
+    assert "--weights best, last, ema_best" in err and not (tmp_path / "none").exists()
+    assert main(["export", str(run), "--out", str(tmp_path / "none"), "--weights", "ema_best"]) == 2
+    assert "best_ema.safetensors" in capsys.readouterr().err and not (tmp_path / "none").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------
 # push, at the boundary
 class FakeHub:
     """Records what HfApi.create_repo / create_branch / upload_folder receive (no server takes uploads here)."""

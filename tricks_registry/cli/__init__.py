@@ -30,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     recipes.add_commands(sub)  # list, show, lr-find, recipe
     export.add_commands(sub)   # export, push, export-transfer
     ablate.add_commands(sub)   # ablate: a ladder x seeds, table and chart beside the paper
+    from . import evaluate     # validate, predict (torch and timm load inside the commands)
+    evaluate.add_commands(sub)
     return parser
 
 

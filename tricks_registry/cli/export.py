@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from ..export.hub import export_run, push_folder
+from ..export.hub import WEIGHT_CHOICES, export_run, push_folder
 from ..export.transfer import export_transfer
 
 __all__ = ["add_commands", "cmd_export", "cmd_push", "cmd_export_transfer"]
@@ -23,6 +23,8 @@ def add_commands(sub: Any) -> None:
                         "else imagefolder)")
     p.add_argument("--dataset-name", help="the data set's name in the card's model-index")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier export in --out")
+    p.add_argument("--weights", choices=list(WEIGHT_CHOICES), help="which weights (default: the better-scoring of "
+                   "raw best and EMA best by top-1 when the run kept EMA weights, else best, else last)")
     p.set_defaults(func=cmd_export)
     p = sub.add_parser("push", help="upload an exported folder to the Hugging Face Hub")
     p.add_argument("folder", metavar="DIR")
@@ -39,10 +41,13 @@ def add_commands(sub: Any) -> None:
 
 def cmd_export(args: argparse.Namespace) -> int:
     out = export_run(args.run_dir, args.out, repo_id=args.repo_id, license=args.license, dataset=args.dataset,
-                     dataset_name=args.dataset_name, overwrite=args.overwrite)
+                     dataset_name=args.dataset_name, overwrite=args.overwrite, weights=args.weights)
     results = json.loads((out / "results.json").read_text())
     plugin = f"; loading needs `import {results['needs_plugin']}`" if results["needs_plugin"] else ""
-    print(f"exported {args.run_dir} to {out}: timm {results['architecture']}, top-1 {results['top1']:.2f}{plugin}")
+    w = results["weights"]
+    top1 = "not recorded" if results["top1"] is None else f"{results['top1']:.2f}"
+    print(f"exported {args.run_dir} to {out}: timm {results['architecture']}, {w['checkpoint']} weights of epoch "
+          f"{w['epoch']}, top-1 {top1}{plugin}" + (f" ({w['chosen']})" if w.get("chosen") else ""))
     return 0
 
 

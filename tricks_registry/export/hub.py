@@ -4,7 +4,9 @@
 plain timm loads (``timm.create_model("hf-hub:org/name", pretrained=True)``):
 
 ==================  ==========================================================================================
-``model.safetensors``  the run's best (else last) weights; safetensors is the only weight format we write
+``model.safetensors``  the run's best (else last) weights, or, when the run kept EMA weights, the better-scoring
+                    of raw best and EMA best (``--weights {best,last,ema_best,ema_last}`` chooses; the card and
+                    ``results.json`` say which); safetensors is the only weight format we write
 ``config.json``     timm's own (:func:`timm.models.save_for_hf`): architecture, num_classes, num_features,
                     label_names, model_args and the pretrained_cfg (mean, std, input size, crop_pct,
                     interpolation) of the recipe's evaluation transform (paper section 2.1)
@@ -60,6 +62,7 @@ from .. import __version__
 from ..cache import cache_dir
 from ..checkpoint import atomic_write_text, file_sha256, load_weights
 from ..errors import CheckpointError, HubError, RecipeError
+from ..inference import recipe_data_config
 from ..models import Portable, portable_architecture
 from ..recipe import Recipe, recipe_hash, resolve
 from ..run_folder import (CURVES_FILE, LR_SCHEDULE_FILE, METRICS_FILE, RECIPE_FILE, RECIPE_HASH_FILE, SUMMARY_FILE,
@@ -67,7 +70,7 @@ from ..run_folder import (CURVES_FILE, LR_SCHEDULE_FILE, METRICS_FILE, RECIPE_FI
 from ..weights import HF_HUB_PREFIX, PICKLE_SUFFIXES, parse_weights_spec
 
 __all__ = ["HubError", "export_run", "build_model_card", "commit_message", "push_folder", "recipe_from_hub",
-           "resolve_recipe_arg", "pinned_teacher", "EXPORT_FILES", "LOGIN_HINT"]
+           "resolve_recipe_arg", "pinned_teacher", "EXPORT_FILES", "LOGIN_HINT", "WEIGHT_CHOICES"]
 
 #: The files an export always holds (``lr_schedule.png`` too when the run wrote one).
 EXPORT_FILES = ("model.safetensors", "config.json", "README.md", "recipe.yaml", "recipe.sha256", "results.json",
@@ -81,6 +84,8 @@ PAPER_CITATION = """@inproceedings{he2019bag,
 }"""
 #: how to give the Hub client a token (said when a push cannot authenticate)
 LOGIN_HINT = "log in with `hf auth login` (or `huggingface-cli login`) or set HF_TOKEN"
+#: ``tricks export --weights``: each choice and the run folder's weights it names (``checkpoints/<tag>.safetensors``)
+WEIGHT_CHOICES = {"best": "best", "last": "last", "ema_best": "best_ema", "ema_last": "last_ema"}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -94,13 +99,16 @@ class _Run:
     metrics: list[dict[str, Any]]
     weights: Path
     row: dict[str, Any]  # the metrics of the epoch whose weights are exported
+    tag: str = "best"  # which weights: best, last, best_ema or last_ema
+    scores: tuple[float | None, float | None] = (None, None)  # top-1, top-5 of these very weights
+    chosen: str = ""  # why these weights (the default choice between raw and EMA, or --weights)
 
     @property
     def ref(self) -> str:
         return f"{self.recipe['name']}@{self.recipe['version']}"
 
 
-def _read_run(run_dir: str | os.PathLike) -> _Run:
+def _read_run(run_dir: str | os.PathLike, weights: str | None = None) -> _Run:
     folder = RunFolder(run_dir)
     try:
         folder.require(RECIPE_FILE, SUMMARY_FILE, METRICS_FILE, why="export needs a finished tricks-train run folder "
@@ -115,26 +123,74 @@ def _read_run(run_dir: str | os.PathLike) -> _Run:
     metrics = folder.metrics()
     if not metrics:
         raise HubError(f"{folder.file(METRICS_FILE)}: no epoch finished; nothing to export")
+    tag, chosen = _choose_weights(folder, metrics, weights)
+    row = _row_of(folder, tag, metrics)
+    return _Run(folder, recipe, sha, folder.summary(), metrics, folder.weights_file(tag), row, tag,
+                _scores(folder, tag, row), chosen)
+
+
+def _choose_weights(folder: RunFolder, metrics: list[dict[str, Any]], choice: str | None) -> tuple[str, str]:
+    """The weights to export and why: ``choice`` (a key of :data:`WEIGHT_CHOICES`) when given; else the
+    better-scoring of the raw best (else last) weights and the EMA best, by their manifests' top-1 (the EMA
+    manifest's is the EMA model's; a tie keeps the raw weights); a run without EMA weights exports its best
+    (else last) weights."""
+    if choice is not None:
+        if choice not in WEIGHT_CHOICES:
+            raise HubError(f"--weights {choice}: choose one of {', '.join(WEIGHT_CHOICES)}")
+        tag = WEIGHT_CHOICES[choice]
+        if not folder.weights_file(tag).is_file():
+            kept = [c for c, t in WEIGHT_CHOICES.items() if folder.weights_file(t).is_file()]
+            raise HubError(f"--weights {choice}: the run has no {folder.weights_file(tag)}"
+                           + (" (it kept no EMA weights: it was trained without the ema trick)" if "ema" in tag
+                              else "") + (f"; it has --weights {', '.join(kept)}" if kept else ""))
+        return tag, f"chosen with --weights {choice}"
     try:
-        tag, weights = folder.best_or_last_weights()
+        raw, _ = folder.best_or_last_weights()
     except CheckpointError:
         raise HubError(f"{folder.checkpoints}: no best.safetensors or last.safetensors to export") from None
-    return _Run(folder, recipe, sha, folder.summary(), metrics, weights, _row_of(folder, tag, metrics))
+    if not folder.weights_file("best_ema").is_file():
+        return raw, ""
+    raw_top1 = _scores(folder, raw, _row_of(folder, raw, metrics), manifest_first=True)[0]
+    ema_top1 = _scores(folder, "best_ema", _row_of(folder, "best_ema", metrics), manifest_first=True)[0]
+    if ema_top1 is not None and (raw_top1 is None or ema_top1 > raw_top1):
+        return "best_ema", (f"chosen by default: the EMA weights (best_ema, top-1 {_pct(ema_top1)}) scored above "
+                            f"the raw {raw} weights (top-1 {_pct(raw_top1)})")
+    return raw, (f"chosen by default: the raw {raw} weights (top-1 {_pct(raw_top1)}) scored at least as well as the "
+                 f"EMA weights (best_ema, top-1 {_pct(ema_top1)})")
+
+
+def _pct(value: float | None) -> str:
+    return "not recorded" if value is None else f"{value:.2f} %"
+
+
+def _scores(folder: RunFolder, tag: str, row: Mapping[str, Any], *, manifest_first: bool = False
+            ) -> tuple[float | None, float | None]:
+    """Top-1 and top-5 of the weights ``<tag>``: an EMA tag's from its manifest (the EMA model's scores; else the
+    epoch's ``ema_top1``), a raw tag's from its epoch's metrics row (from its manifest with ``manifest_first``)."""
+    manifest = folder.weights_manifest(tag) or {}
+    if tag.endswith("_ema"):
+        return manifest.get("top1", row.get("ema_top1")), manifest.get("top5")
+    if manifest_first and manifest.get("top1") is not None:
+        return manifest["top1"], manifest.get("top5", row.get("top5"))
+    return row.get("top1"), row.get("top5")
 
 
 def _row_of(folder: RunFolder, tag: str, metrics: list[dict[str, Any]]) -> dict[str, Any]:
     """The metrics row of the epoch whose weights ``<tag>.safetensors`` holds (its manifest says which, when
-    the run wrote one; else the first epoch of highest top-1 for ``best`` and the last epoch for ``last``)."""
+    the run wrote one; else the first epoch of highest top-1 (``ema_top1`` for ``best_ema``) for a best tag and
+    the last epoch for a last one)."""
     manifest = folder.weights_manifest(tag)
     if manifest is not None:
         epoch = manifest.get("epoch")
         rows = [r for r in metrics if r["epoch"] == epoch]
         if rows:
             return rows[0]
-    if tag == "last":
+    if tag.startswith("last"):
         return metrics[-1]
-    best = max(r["top1"] for r in metrics)
-    return next(r for r in metrics if r["top1"] == best)
+    key = "ema_top1" if tag.endswith("_ema") else "top1"
+    scored = [r for r in metrics if r.get(key) is not None] or metrics
+    best = max(r.get(key) or 0.0 for r in scored)
+    return next(r for r in scored if (r.get(key) or 0.0) == best)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -148,11 +204,9 @@ def _dataset(run: _Run, dataset: str | None, dataset_name: str | None) -> tuple[
 
 
 def _data_config(recipe: Mapping[str, Any]) -> dict[str, Any]:
-    """The recipe's evaluation transform as timm's data config (resize, centre crop, normalise; section 2.1)."""
-    d = recipe["data"]
-    return {"input_size": (3, d["input_size"], d["input_size"]), "crop_pct": d["eval_crop_pct"],
-            "crop_mode": "center", "interpolation": d["interpolation"], "mean": tuple(d["mean"]),
-            "std": tuple(d["std"])}
+    """The recipe's evaluation transform as timm's data config (resize, centre crop, normalise; section 2.1):
+    the one :func:`~tricks_registry.inference.recipe_data_config` that ``tricks validate`` reads a run with."""
+    return recipe_data_config(recipe)
 
 
 def _pretrained_cfg(portable: Portable, run: _Run, num_classes: int, license: str) -> dict[str, Any]:
@@ -187,8 +241,9 @@ def _results(run: _Run, portable: Portable, dataset: tuple[str, str], weights_sh
         "recipe": run.ref, "recipe_sha256": run.sha256, "lineage": run.recipe.get("lineage", []),
         "model": run.recipe["model"]["name"], "architecture": portable.architecture,
         "model_args": dict(portable.model_args), "needs_plugin": portable.plugin_module,
-        "weights": {"checkpoint": run.weights.stem, "epoch": run.row["epoch"], "sha256": weights_sha},
-        "top1": run.row["top1"], "top5": run.row["top5"], "best_top1": run.summary.get("best_top1"),
+        "weights": {"checkpoint": run.weights.stem, "epoch": run.row["epoch"], "sha256": weights_sha,
+                    "ema": run.tag.endswith("_ema"), "chosen": run.chosen},
+        "top1": run.scores[0], "top5": run.scores[1], "best_top1": run.summary.get("best_top1"),
         "epochs_run": len(run.metrics), "num_classes": run.summary["num_classes"],
         "classes": run.summary.get("classes"),
         "dataset": {"id": dataset[0], "name": dataset[1], "split": d["val_split"], "input_size": d["input_size"]},
@@ -208,7 +263,8 @@ def build_model_card(results: Mapping[str, Any], *, repo_id: str | None = None, 
     evals = [EvalResult(task_type="image-classification", dataset_type=ds["id"], dataset_name=ds["name"],
                         dataset_split=ds["split"], metric_type=kind, metric_name=label, metric_value=round(value, 4))
              for kind, label, value in (("accuracy", "Top-1 accuracy (%)", results["top1"]),
-                                        ("top_5_accuracy", "Top-5 accuracy (%)", results["top5"]))]
+                                        ("top_5_accuracy", "Top-5 accuracy (%)", results["top5"]))
+             if value is not None]
     data = ModelCardData(
         library_name="timm", license=license, pipeline_tag="image-classification", datasets=[ds["id"]],
         tags=["image-classification", "timm", "timm-tricks", "bag-of-tricks", results["recipe"].split("@")[0]],
@@ -228,6 +284,8 @@ def build_model_card(results: Mapping[str, Any], *, repo_id: str | None = None, 
         "Retrain with the same recipe (the repo holds it as `recipe.yaml`):\n\n"
         f"```bash\npip install timm-tricks\ntricks-train --recipe {hub_ref} --data-dir DIR\n```\n")
     w = results["weights"]
+    kind = ("the exponential moving average (EMA) of the trained weights" if w.get("ema")
+            else "the trained (raw) weights")
     details: dict[str, Any] = {
         "Model Type": "Image classification",
         "Architecture": f"timm `{results['architecture']}`" + (
@@ -236,8 +294,9 @@ def build_model_card(results: Mapping[str, Any], *, repo_id: str | None = None, 
         "Recipe": f"`{results['recipe']}` (timm-tricks), resolved recipe SHA-256 `{results['recipe_sha256']}`",
         "Lineage": " <- ".join(results["lineage"]) or results["recipe"],
         "Dataset": f"{ds['name']}, evaluated on its `{ds['split']}` split at {ds['input_size']} px",
-        "Results": {"top-1": f"{results['top1']:.2f} %", "top-5": f"{results['top5']:.2f} %",
+        "Results": {"top-1": _pct(results["top1"]), "top-5": _pct(results["top5"]),
                     "weights": f"{w['checkpoint']}.safetensors of epoch {w['epoch']} of {results['epochs_run']}"},
+        "Exported weights": f"`{w['checkpoint']}`: {kind}" + (f"; {w['chosen']}" if w.get("chosen") else ""),
         "Papers": {"Bag of Tricks for Image Classification with Convolutional Neural Networks":
                    "https://arxiv.org/abs/1812.01187"},
         "Trained with": dict(results["trained_with"]),
@@ -257,12 +316,13 @@ def build_model_card(results: Mapping[str, Any], *, repo_id: str | None = None, 
 
 def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, *, repo_id: str | None = None,
                license: str = "apache-2.0", dataset: str | None = None, dataset_name: str | None = None,
-               overwrite: bool = False) -> Path:
+               overwrite: bool = False, weights: str | None = None) -> Path:
     """Write the Hub-ready folder ``out`` for a finished run (see the module docstring). The folder is built
     beside ``out`` and renamed into place, so ``out`` is either complete or absent. ``repo_id`` only goes into
     the card's usage lines; ``dataset`` is a Hub dataset id for the front matter (default: ``imagenet-1k`` for
-    1000 classes, ``mnist`` for ``--demo`` runs, else ``imagefolder``)."""
-    run = _read_run(run_dir)
+    1000 classes, ``mnist`` for ``--demo`` runs, else ``imagefolder``). ``weights`` (a key of
+    :data:`WEIGHT_CHOICES`) picks the weights; by default the better-scoring of raw best and EMA best."""
+    run = _read_run(run_dir, weights)
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not (overwrite and (out / "config.json").is_file()):
         raise HubError(f"--out {out}: exists and is not empty; choose another folder"
@@ -271,7 +331,10 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, *, repo_id: s
         portable = portable_architecture(run.recipe["model"]["name"])
     except RecipeError as err:  # a torchvision model, a name timm does not know
         raise HubError(str(err)) from None
-    weights = load_weights(run.weights)
+    try:
+        weights = load_weights(run.weights)  # checked against its manifest
+    except CheckpointError as err:
+        raise HubError(str(err)) from None
     model = _portable_model(portable, run, weights, license)
     ds = _dataset(run, dataset, dataset_name)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -340,7 +403,8 @@ def commit_message(folder: str | os.PathLike) -> tuple[str, str]:
     folder = Path(folder)
     results = json.loads((folder / "results.json").read_text())
     message = (f"{results['architecture']} trained with timm-tricks recipe {results['recipe']} "
-               f"(sha256 {results['recipe_sha256']}): top-1 {results['top1']:.2f}")
+               f"(sha256 {results['recipe_sha256']}): top-1 {_pct(results['top1'])}"
+               + (f" ({results['weights']['checkpoint']} weights)" if results["weights"].get("ema") else ""))
     return message, "Resolved recipe:\n\n```yaml\n" + (folder / "recipe.yaml").read_text() + "```\n"
 
 

@@ -1,0 +1,96 @@
+"""``tricks validate`` (score a model on a labelled ImageFolder) and ``tricks predict`` (classify images).
+
+The logic is :mod:`tricks_registry.inference`; it (with torch and timm) is imported inside the commands so that
+``tricks --help`` stays quick.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+__all__ = ["add_commands", "cmd_validate", "cmd_predict"]
+
+MODEL_HELP = ("any weights spec: a run folder, ARCH@FILE.safetensors, hf-hub:org/name[@rev], local-dir:DIR (an "
+              "export) or a timm tag (resnet50_v1d.gluon_in1k)")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--img-size", type=int, metavar="N", help="input side in pixels (default: the model's config "
+                   "or, for a run folder, its recipe)")
+    p.add_argument("--crop-pct", type=float, metavar="P", help="centre-crop fraction (default: as --img-size)")
+    p.add_argument("--batch-size", type=int, default=64, metavar="B", help="default: %(default)s")
+    p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), metavar="W",
+                   help="data-loading processes (default: %(default)s)")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available, else cpu")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="also read pickle weights (.pth/.bin); unpickling can run code: only files you trust")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+def add_commands(sub: Any) -> None:
+    p = sub.add_parser("validate", help="top-1, top-5, loss, per-class accuracy and a confusion matrix of a model "
+                                        "on a labelled ImageFolder, preprocessed as timm's validate.py does")
+    p.add_argument("model", metavar="MODEL", help=MODEL_HELP)
+    p.add_argument("--data-dir", required=True, metavar="DIR", help="an ImageFolder tree (DIR/<split>/<class>/*.jpg)")
+    p.add_argument("--split", default="val", help="the split folder (default: %(default)s; also validation, test)")
+    p.add_argument("--use-ema", action="store_true", help="a run folder's EMA weights (checkpoints/best_ema)")
+    p.add_argument("--output", metavar="DIR", help="write metrics.json, per_class.csv, confusion_matrix.csv and "
+                                                   "confusion_matrix.png into DIR")
+    _common(p)
+    p.set_defaults(func=cmd_validate)
+    p = sub.add_parser("predict", help="the top-k classes of images (files or folders), as timm's inference.py")
+    p.add_argument("model", metavar="MODEL", help=MODEL_HELP)
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
+    p.add_argument("--topk", type=int, default=5, help="classes per image (default: %(default)s)")
+    p.add_argument("--output", metavar="FILE", help="write the predictions to FILE.csv or FILE.json")
+    _common(p)
+    p.set_defaults(func=cmd_predict)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from ..inference import validate, write_validation
+
+    result = validate(args.model, args.data_dir, split=args.split, use_ema=args.use_ema, crop_pct=args.crop_pct,
+                      img_size=args.img_size, batch_size=args.batch_size, workers=args.workers, device=args.device,
+                      trust_pickle=args.trust_pickle, progress=not args.json and sys.stderr.isatty())
+    written = write_validation(result, args.output) if args.output else []
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return 0
+    cfg = result.data_config
+    print(f"{result.spec}: {result.weights}")
+    print(f"data: {result.data}, {result.num_images} images, {len(result.classes)} classes; "
+          f"{cfg['input_size'][1]} px, crop_pct {cfg['crop_pct']}, {cfg['interpolation']}")
+    print(f"top-1 {result.top1:.2f}  top-{result.topk} {result.top5:.2f}  loss {result.loss:.4f}")
+    width = max(len(c["class"]) for c in result.per_class)
+    for c in result.per_class:
+        acc = "-" if c["accuracy"] is None else f"{c['accuracy']:6.2f}"
+        print(f"  {c['class']:<{width}}  {acc}  ({c['correct']}/{c['images']})")
+    if written:
+        print(f"wrote {', '.join(str(p) for p in written)}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from ..inference import predict, write_predictions
+
+    result = predict(args.model, args.inputs, topk=args.topk, batch_size=args.batch_size, workers=args.workers,
+                     device=args.device, img_size=args.img_size, crop_pct=args.crop_pct,
+                     trust_pickle=args.trust_pickle, progress=None if sys.stderr.isatty() else False)
+    if args.output:
+        write_predictions(result, args.output)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        for p in result.predictions:
+            print(p.filename + ": " + ", ".join(f"{label} ({prob:.3f})" for label, prob in zip(p.label, p.prob)))
+        if args.output:
+            print(f"wrote {args.output}")
+    if result.unreadable:
+        print(f"{len(result.unreadable)} unreadable file(s):", file=sys.stderr)
+        for f, why in result.unreadable:
+            print(f"  {f}: {why}", file=sys.stderr)
+    return 0
