@@ -125,6 +125,17 @@ def test_lr_find_cli_writes_curve_and_suggests(tmp_path, capsys, cifar_subset):
     lrs = [float(r.split(",")[0]) for r in rows[1:]]
     assert all(b > a for a, b in zip(lrs, lrs[1:]))  # exponentially increasing
     assert (out / "lr_find.png").stat().st_size > 1000
+    assert "Smith's bounds (exp ramp): base LR" in printed and "max LR" in printed
+
+
+def test_lr_find_cli_linear_ramp(tmp_path, capsys, cifar_subset):
+    out = tmp_path / "lrf"
+    assert main(["lr-find", "--recipe", "resnet50d_efficient", "--data-dir", str(cifar_subset), "--output", str(out),
+                 "--steps", "6", "--start-lr", "0.01", "--end-lr", "0.06", "--mode", "linear", "--no-progress",
+                 "--set", "data.input_size=32", "--set", "data.workers=0", "--set", "model.name=resnet18_v1d"]) == 0
+    assert "Smith's bounds (linear ramp)" in capsys.readouterr().out
+    lrs = [float(r.split(",")[0]) for r in (out / "lr_find.csv").read_text().splitlines()[1:]]
+    assert lrs == pytest.approx([0.01 + 0.01 * k for k in range(len(lrs))], rel=1e-5)  # linearly increasing
 
 
 def test_package_exports():

@@ -11,7 +11,7 @@ from ..checkpoint import atomic_write_text
 from ..data import demo_datasets, image_folder_datasets
 from ..errors import DataError, TimmTricksError
 from ..export.timm_args import export_timm_args
-from ..lr_find import lr_range_test, write_outputs
+from ..lr_find import describe, lr_range_test, write_outputs
 from ..recipe import find_recipe_file, list_recipes, resolve
 from ..registry import get_trick, list_tricks
 
@@ -35,6 +35,8 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--start-lr", type=float, default=1e-5)
     p.add_argument("--end-lr", type=float, default=10.0)
+    p.add_argument("--mode", choices=["linear", "exp"], default="exp",
+                   help="how the LR grows from --start-lr to --end-lr: linear (Smith 2017, section 3.3) or exp")
     p.add_argument("--device", choices=["cpu", "cuda"])
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--no-progress", action="store_true")
@@ -106,10 +108,9 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
     else:
         raise DataError("--data-dir is required (or --demo)")
     result = lr_range_test(recipe, train_set, steps=args.steps, start_lr=args.start_lr, end_lr=args.end_lr,
-                           device=args.device or "cpu", progress=not args.no_progress)
+                           device=args.device or "cpu", progress=not args.no_progress, mode=args.mode)
     csv_path, png_path = write_outputs(result, Path(args.output), f"LR range test: {recipe.name}@{recipe.version}")
-    print(f"suggested base LR: {result.suggested_lr:.3g} (steepest loss descent; lowest loss at "
-          f"{result.min_loss_lr:.3g}, a tenth of it is {result.min_loss_lr / 10:.3g}); recipe's LR: {recipe.lr:g}")
+    print(describe(result, recipe.lr))
     print(f"wrote {csv_path} and {png_path}")
     return 0
 
