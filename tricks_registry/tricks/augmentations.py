@@ -12,19 +12,18 @@ a thin callable class), and they are inserted at their ``stage`` of timm's pipel
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Callable, Literal, Sequence
 
-import torch
-from timm.data import create_transform
-from timm.data.auto_augment import auto_augment_transform, rand_augment_transform
-from timm.data.random_erasing import RandomErasing
-from timm.data.transforms import RandomResizedCropAndInterpolation, str_to_interp_mode
-from timm.data.transforms_factory import transforms_imagenet_train
-from torchvision import transforms as T
-
 from ..parts import SampleTransform, TimmArgs, merge_timm_kwargs
-from ..registry import TrickError, check_param, register_trick
+from ..registry import TrickError, check_param, lazy_import, register_trick
+
+# loaded when a transform is first built or run (the tricks of the published recipes build their parts without
+# them; autoaugment, randaugment, random_erasing and random_rotation ask timm / torchvision when built)
+torch = lazy_import("torch")
+T = lazy_import("torchvision.transforms")
+timm_data = lazy_import("timm.data")
 
 __all__ = [
     "merge_timm_kwargs", "IMAGENET_PCA_EIGVAL", "IMAGENET_PCA_EIGVEC",
@@ -79,9 +78,16 @@ class PCALighting:
                  eigvec: Sequence[Sequence[float]] = IMAGENET_PCA_EIGVEC,
                  generator: torch.Generator | None = None):
         self.std = float(std)
-        self.eigval = torch.tensor(eigval, dtype=torch.float32)
-        self.eigvec = torch.tensor(eigvec, dtype=torch.float32)
+        self._eig = (tuple(eigval), tuple(tuple(row) for row in eigvec))
         self.generator = generator
+
+    @functools.cached_property
+    def eigval(self) -> torch.Tensor:
+        return torch.tensor(self._eig[0], dtype=torch.float32)
+
+    @functools.cached_property
+    def eigvec(self) -> torch.Tensor:
+        return torch.tensor(self._eig[1], dtype=torch.float32)
 
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
         if self.std == 0:
@@ -244,6 +250,8 @@ def _check_aa(trick: str, param: str, value: str, *, rand: bool) -> None:
         check_param(not value.startswith(("rand", "augmix")), trick, param,
                     f"must be an AutoAugment policy ('original', 'v0', ...); use 'randaugment' for {value!r}")
     try:
+        from timm.data.auto_augment import auto_augment_transform, rand_augment_transform
+
         (rand_augment_transform if rand else auto_augment_transform)(value, None)
     except Exception as err:  # timm reports a bad string by assert / KeyError / ValueError
         raise TrickError(f"timm cannot parse {value!r} ({type(err).__name__}: {err})",
@@ -267,6 +275,8 @@ def random_erasing(*, prob: float = 0.5, min_area: float = 0.02, max_area: float
                 f"need 0 < min_area <= max_area <= 1, got ({min_area}, {max_area})")
     check_param(0.0 < min_aspect <= max_aspect, "random_erasing", "max_aspect",
                 f"need 0 < min_aspect <= max_aspect, got ({min_aspect}, {max_aspect})")
+    from timm.data.random_erasing import RandomErasing
+
     eraser = RandomErasing(probability=prob, min_area=min_area, max_area=max_area, min_aspect=min_aspect,
                            max_aspect=max_aspect, mode=mode, max_count=1, device="cpu")
     notes = ()
@@ -321,6 +331,9 @@ def build_train_transform(sample_transforms: Sequence[SampleTransform], *, input
     add both). With AutoAugment/RandAugment timm drops colour jitter unless forced, so it is forced
     when ``color_jitter`` is listed.
     """
+    from timm.data.transforms import RandomResizedCropAndInterpolation, str_to_interp_mode
+    from timm.data.transforms_factory import transforms_imagenet_train
+
     kwargs = merge_timm_kwargs(sample_transforms)
     inception = "scale" in kwargs or "ratio" in kwargs
     kwargs.setdefault("hflip", 0.0)
@@ -334,7 +347,7 @@ def build_train_transform(sample_transforms: Sequence[SampleTransform], *, input
         common["img_size"] = common.pop("input_size")
         primary, secondary, final = transforms_imagenet_train(**common, **kwargs, force_color_jitter=True)
     else:
-        primary, secondary, final = create_transform(is_training=True, **common, **kwargs)
+        primary, secondary, final = timm_data.create_transform(is_training=True, **common, **kwargs)
 
     primary_tfl = list(primary.transforms)
     if not inception:
@@ -368,5 +381,5 @@ def build_eval_transform(*, input_size: int, mean: Sequence[float], std: Sequenc
     ``timm.data.create_transform(is_training=False)`` does the work.
     """
     check_param(0.0 < crop_pct <= 1.0, "build_eval_transform", "crop_pct", f"must be in (0, 1], got {crop_pct}")
-    return create_transform(input_size=input_size, is_training=False, crop_pct=crop_pct,
+    return timm_data.create_transform(input_size=input_size, is_training=False, crop_pct=crop_pct,
                             interpolation=interpolation, mean=tuple(mean), std=tuple(std))

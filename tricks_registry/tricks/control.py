@@ -11,12 +11,11 @@ from __future__ import annotations
 import math
 from typing import Any, Literal, Mapping
 
-import torch
-from timm.utils import ModelEmaV3
-from torch import nn
-
 from ..parts import EarlyStoppingSettings, EmaSettings, Runtime, RuntimeSettings
-from ..registry import check_param, register_trick
+from ..registry import check_param, lazy_import, register_trick
+
+torch = lazy_import("torch")              # loaded when the loop makes the EMA: the tricks need neither
+timm_utils = lazy_import("timm.utils")
 
 __all__ = ["EarlyStopping", "is_improvement", "make_ema", "make_early_stopping"]
 
@@ -55,8 +54,8 @@ def early_stopping(*, patience: int = 10, metric: str = "top1", mode: Literal["m
 # Helpers for the training loop
 # ---------------------------------------------------------------------------------------------
 
-def make_ema(model: nn.Module, runtime: RuntimeSettings,
-             device: torch.device | str | None = None) -> ModelEmaV3 | None:
+def make_ema(model: "torch.nn.Module", runtime: RuntimeSettings,
+             device: torch.device | str | None = None) -> "timm_utils.ModelEmaV3 | None":
     """A ``timm.utils.ModelEmaV3`` of ``model`` when the runtime asks for EMA, else None.
 
     Call ``ema.update(model, step=num_updates)`` after every optimizer step (timm semantics: the
@@ -67,7 +66,7 @@ def make_ema(model: nn.Module, runtime: RuntimeSettings,
     settings = runtime.ema
     if settings is None:
         return None
-    return ModelEmaV3(model, decay=settings.decay, use_warmup=settings.warmup,
+    return timm_utils.ModelEmaV3(model, decay=settings.decay, use_warmup=settings.warmup,
                       device=torch.device(device) if device is not None else None)
 
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 import contextlib
 from typing import ContextManager, Literal
 
-import torch
-from torch import nn
-
 from ..parts import AmpSettings, CompileSettings, Runtime, RuntimeSettings
-from ..registry import register_trick
+from ..registry import lazy_import, register_trick
+
+torch = lazy_import("torch")  # loaded when the loop applies the settings: the tricks need it not
+nn = lazy_import("torch.nn")
 
 __all__ = ["autocast", "grad_scaler", "prepare_model", "prepare_input", "amp_dtype"]
 

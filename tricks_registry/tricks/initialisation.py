@@ -7,17 +7,25 @@ initialisations share the ``exclusive="init"`` group, so a recipe can hold at mo
 """
 from __future__ import annotations
 
-from torch import nn
-from torchvision.models import resnet as tv_resnet
-
 from ..parts import ModelTransform, TimmArgs, TimmContext
-from ..registry import TrickError, register_trick
+from ..registry import TrickError, lazy_import, register_trick
 from .model_surgery import find_classifier
+
+# loaded when a model is first initialised: the tricks need neither
+nn = lazy_import("torch.nn")
+tv_resnet = lazy_import("torchvision.models.resnet")
 
 __all__ = ["xavier_init_", "kaiming_init_", "zero_last_gamma_", "xavier_init", "kaiming_init", "zero_gamma"]
 
-_CONV = nn.modules.conv._ConvNd
-_NORM = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+
+def _conv_types() -> tuple[type, ...]:
+    """Convolutions and linear layers (their weights are initialised)."""
+    return (nn.modules.conv._ConvNd, nn.Linear)
+
+
+def _norm_types() -> tuple[type, ...]:
+    """The affine normalisation layers (gamma 1, beta 0)."""
+    return (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 
 
 def _no_init_flag(trick: str) -> TimmArgs:
@@ -38,12 +46,13 @@ def xavier_init_(model: nn.Module) -> nn.Module:
 
     Other parameters (and BN running statistics) are left alone.
     """
+    conv, norm = _conv_types(), _norm_types()
     for m in model.modules():
-        if isinstance(m, (_CONV, nn.Linear)):
+        if isinstance(m, conv):
             nn.init.xavier_uniform_(m.weight)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-        elif isinstance(m, _NORM):
+        elif isinstance(m, norm):
             _reset_norm(m)
     return model
 
@@ -54,16 +63,17 @@ def kaiming_init_(model: nn.Module) -> nn.Module:
     Linear layers other than the classifier are treated like convs.
     """
     head = find_classifier(model)
+    conv, norm = _conv_types(), _norm_types()
     for m in model.modules():
         if m is head and getattr(m, "weight", None) is not None:
             nn.init.normal_(m.weight, mean=0.0, std=0.01)
             if getattr(m, "bias", None) is not None:
                 nn.init.zeros_(m.bias)
-        elif isinstance(m, (_CONV, nn.Linear)):
+        elif isinstance(m, conv):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-        elif isinstance(m, _NORM):
+        elif isinstance(m, norm):
             _reset_norm(m)
     return model
 
@@ -83,6 +93,11 @@ def zero_last_gamma_(model: nn.Module) -> int:
             if getattr(bn, "weight", None) is not None:
                 nn.init.zeros_(bn.weight)
         elif callable(getattr(m, "zero_init_last", None)):
+            last = getattr(m, "bn3", None) if hasattr(m, "conv3") else getattr(m, "bn2", None)
+            if isinstance(last, nn.Identity):  # ic_layer's paper placement moved it before the conv: nothing to zero
+                raise TrickError("the residual branches end in a conv, not a BN (ic_layer's paper placement moves "
+                                 "each branch BN in front of its conv), so there is no gamma to zero; drop one of "
+                                 "them, or use ic_layer placement 'added'", trick="zero_gamma")
             m.zero_init_last()
         else:
             continue

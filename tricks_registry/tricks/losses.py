@@ -8,16 +8,18 @@ smoothing, mixing (:mod:`tricks_registry.tricks.mixing`) and distillation compos
 """
 from __future__ import annotations
 
-from typing import Literal
+import functools
+from typing import Any, Literal
 
-import timm
-import torch
-import torch.nn.functional as F
-from timm.loss import SoftTargetCrossEntropy
-from torch import nn
-
+from ..cache import known_timm_model
 from ..parts import Distillation, LabelSmoothing, Penalty, Pipeline
-from ..registry import TrickError, check_param, register_trick
+from ..registry import TrickError, check_param, lazy_import, register_trick
+
+# loaded when a loss is first computed: the tricks (resolving a recipe) need neither
+torch = lazy_import("torch")
+F = lazy_import("torch.nn.functional")
+nn = lazy_import("torch.nn")
+timm_loss = lazy_import("timm.loss")
 
 __all__ = [
     "label_smoothing", "distillation", "l1_regularization",
@@ -85,13 +87,11 @@ def _upcast(x: torch.Tensor) -> torch.Tensor:
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
-_WEIGHTED = (nn.modules.conv._ConvNd, nn.Linear)
-
-
 def l1_penalty(model: nn.Module) -> torch.Tensor:
     """``sum |w|`` over the weights (not biases) of the conv and linear layers of ``model``."""
+    weighted = (nn.modules.conv._ConvNd, nn.Linear)
     terms = [m.weight.abs().sum() for m in model.modules()
-             if isinstance(m, _WEIGHTED) and isinstance(getattr(m, "weight", None), torch.Tensor)]
+             if isinstance(m, weighted) and isinstance(getattr(m, "weight", None), torch.Tensor)]
     if not terms:
         return torch.zeros(())
     return torch.stack([t.float() for t in terms]).sum()
@@ -154,7 +154,7 @@ def distillation(*, teacher: str = "resnet152_v1d.gluon_in1k", temperature: floa
                 "must name the teacher: a timm name with a pretrained tag, hf-hub:org/name, local-dir:PATH, "
                 "a tricks-train run folder or ARCH@weights.safetensors")
     if not teacher.startswith(("hf-hub:", "local-dir:")) and "/" not in teacher and "@" not in teacher:
-        check_param(timm.is_model(teacher.split(".", 1)[0]), "distillation", "teacher",
+        check_param(known_timm_model(teacher.split(".", 1)[0]), "distillation", "teacher",
                     f"'{teacher}' is not a timm model name (see timm.list_models())")
     t = float(temperature)
 
@@ -186,43 +186,57 @@ def l1_regularization(*, weight: float = 1e-5) -> Penalty:
 # the criterion the training loop calls
 
 
-class Criterion(nn.Module):
-    """``forward(logits, soft_targets, teacher_logits=None) -> loss`` for a composed pipeline.
+@functools.cache
+def _criterion_class() -> type:
+    """:class:`Criterion`, defined on first use: an ``nn.Module`` subclass, so defining it imports torch."""
 
-    Soft-target cross entropy (timm's ``SoftTargetCrossEntropy``), or the distillation objective when
-    the pipeline has distillation, plus every penalty evaluated on ``model``. ``soft_targets`` may
-    also be a 1-D tensor of class indices (turned into one-hot; no smoothing is applied then).
-    """
+    class Criterion(nn.Module):
+        """``forward(logits, soft_targets, teacher_logits=None) -> loss`` for a composed pipeline.
 
-    def __init__(self, pipeline: Pipeline, model: nn.Module | None = None):
-        super().__init__()
-        self.soft_ce = SoftTargetCrossEntropy()
-        self.distillation = pipeline.distillation
-        self.penalties = tuple(pipeline.penalties)
-        if self.penalties and model is None:
-            names = ", ".join(p.trick or "penalty" for p in self.penalties)
-            raise TrickError(f"make_criterion needs the model to evaluate the penalties ({names})")
-        # a plain attribute, not a submodule: the criterion must not own (or save) the model
-        self.__dict__["_model"] = model
+        Soft-target cross entropy (timm's ``SoftTargetCrossEntropy``), or the distillation objective when
+        the pipeline has distillation, plus every penalty evaluated on ``model``. ``soft_targets`` may
+        also be a 1-D tensor of class indices (turned into one-hot; no smoothing is applied then).
+        """
 
-    def forward(self, logits: torch.Tensor, soft_targets: torch.Tensor,
-                teacher_logits: torch.Tensor | None = None) -> torch.Tensor:
-        if not soft_targets.is_floating_point():
-            soft_targets = hard_to_soft(soft_targets, logits.shape[-1])
-        if soft_targets.shape != logits.shape:
-            raise TrickError(f"targets of shape {tuple(soft_targets.shape)} do not match logits of shape "
-                             f"{tuple(logits.shape)}")
-        if self.distillation is not None:
-            if teacher_logits is None:
-                raise TrickError("the pipeline distils, so the criterion needs teacher_logits: run the "
-                                 f"teacher ('{self.distillation.teacher}') on the same batch and pass its "
-                                 "logits", trick=self.distillation.trick or "distillation")
-            loss = self.distillation.loss(logits, teacher_logits, soft_targets)
-        else:
-            loss = self.soft_ce(logits, soft_targets)
-        for p in self.penalties:
-            loss = loss + p.penalty(self._model)
-        return loss
+        def __init__(self, pipeline: Pipeline, model: nn.Module | None = None):
+            super().__init__()
+            self.soft_ce = timm_loss.SoftTargetCrossEntropy()
+            self.distillation = pipeline.distillation
+            self.penalties = tuple(pipeline.penalties)
+            if self.penalties and model is None:
+                names = ", ".join(p.trick or "penalty" for p in self.penalties)
+                raise TrickError(f"make_criterion needs the model to evaluate the penalties ({names})")
+            # a plain attribute, not a submodule: the criterion must not own (or save) the model
+            self.__dict__["_model"] = model
+
+        def forward(self, logits: torch.Tensor, soft_targets: torch.Tensor,
+                    teacher_logits: torch.Tensor | None = None) -> torch.Tensor:
+            if not soft_targets.is_floating_point():
+                soft_targets = hard_to_soft(soft_targets, logits.shape[-1])
+            if soft_targets.shape != logits.shape:
+                raise TrickError(f"targets of shape {tuple(soft_targets.shape)} do not match logits of shape "
+                                 f"{tuple(logits.shape)}")
+            if self.distillation is not None:
+                if teacher_logits is None:
+                    raise TrickError("the pipeline distils, so the criterion needs teacher_logits: run the "
+                                     f"teacher ('{self.distillation.teacher}') on the same batch and pass its "
+                                     "logits", trick=self.distillation.trick or "distillation")
+                loss = self.distillation.loss(logits, teacher_logits, soft_targets)
+            else:
+                loss = self.soft_ce(logits, soft_targets)
+            for p in self.penalties:
+                loss = loss + p.penalty(self._model)
+            return loss
+
+    Criterion.__qualname__ = "Criterion"  # pickled by reference as tricks_registry.tricks.losses.Criterion
+    return Criterion
+
+
+def __getattr__(name: str) -> Any:
+    """``Criterion`` (PEP 562): made when first asked for, with torch."""
+    if name == "Criterion":
+        return _criterion_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def make_criterion(pipeline: Pipeline, model: nn.Module | None = None) -> nn.Module:
@@ -230,4 +244,4 @@ def make_criterion(pipeline: Pipeline, model: nn.Module | None = None) -> nn.Mod
 
     ``model`` is needed when the pipeline has penalties (e.g. ``l1_regularization``).
     """
-    return Criterion(pipeline, model)
+    return _criterion_class()(pipeline, model)

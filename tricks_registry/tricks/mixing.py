@@ -12,13 +12,14 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from timm.data import Mixup
-from timm.data.mixup import mixup_target
 
 from ..parts import BatchMixer, LabelSmoothing
-from ..registry import TrickError, check_param, register_trick
+from ..registry import TrickError, check_param, lazy_import, register_trick
+
+# loaded when a batch is first mixed: building the parts (resolving a recipe) needs neither
+torch = lazy_import("torch")
+F = lazy_import("torch.nn.functional")
+timm_mixup = lazy_import("timm.data.mixup")
 
 __all__ = ["mixup", "cutmix", "ricap", "ricap_batch", "batch_transform", "MIXER_NAMES"]
 
@@ -155,10 +156,10 @@ def batch_transform(mixers: Sequence[BatchMixer], smoothing: LabelSmoothing | No
     p_any = sum(chance.values())
     p_timm = chance.get("mixup", 0.0) + chance.get("cutmix", 0.0)
 
-    timm_mixup = None
+    mixer = None
     if "mixup" in by_name or "cutmix" in by_name:
         both = "mixup" in by_name and "cutmix" in by_name
-        timm_mixup = Mixup(
+        mixer = timm_mixup.Mixup(
             mixup_alpha=float(by_name["mixup"].params["alpha"]) if "mixup" in by_name else 0.0,
             cutmix_alpha=float(by_name["cutmix"].params["alpha"]) if "cutmix" in by_name else 0.0,
             # alone: timm draws "mixed?" itself; with RICAP we draw it and the choice, so prob 1 here
@@ -169,11 +170,11 @@ def batch_transform(mixers: Sequence[BatchMixer], smoothing: LabelSmoothing | No
     def apply_timm(x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         one_hot(labels)  # validates
         if len(x) % 2 == 0:
-            return timm_mixup(x, labels)
+            return mixer(x, labels)
         # timm's Mixup asserts an even batch (needed by its 'pair'/'elem' modes only); in 'batch' mode
         # the reversed pairing is well defined for odd sizes, so call its per-batch step directly.
-        lam = timm_mixup._mix_batch(x)
-        return x, mixup_target(labels, num_classes, lam, 0.0)
+        lam = mixer._mix_batch(x)
+        return x, timm_mixup.mixup_target(labels, num_classes, lam, 0.0)
 
     def transform(x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if "ricap" not in by_name:
@@ -181,7 +182,7 @@ def batch_transform(mixers: Sequence[BatchMixer], smoothing: LabelSmoothing | No
             return finish(x, targets)
         if np.random.rand() >= p_any:
             return finish(x, one_hot(labels))
-        if timm_mixup is None or np.random.rand() * p_any < chance["ricap"]:
+        if mixer is None or np.random.rand() * p_any < chance["ricap"]:
             one_hot(labels)  # validates
             mixed, targets, _ = ricap_batch(x, labels, num_classes, float(by_name["ricap"].params["beta"]))
             return finish(mixed, targets)

@@ -9,17 +9,19 @@ Both work on timm's and torchvision's ResNets (and the ResNet-A/B/C/D variants o
 """
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
-from typing import Literal
-
-import torch
-import torch.nn.functional as F
-from timm.models import resnet as timm_resnet
-from torch import nn
-from torchvision.models import resnet as tv_resnet
+from typing import Any, Literal
 
 from ..parts import ModelTransform, TimmArgs
-from ..registry import TrickError, check_param, register_trick
+from ..registry import TrickError, check_param, lazy_import, register_trick
+
+# loaded when a model is first changed: the tricks (resolving a recipe) need none of them
+torch = lazy_import("torch")
+F = lazy_import("torch.nn.functional")
+nn = lazy_import("torch.nn")
+timm_resnet = lazy_import("timm.models.resnet")
+tv_resnet = lazy_import("torchvision.models.resnet")
 
 __all__ = ["IC_PLACEMENTS", "ICLayer", "ClassifierInputDropout", "find_classifier", "residual_blocks", "dropout", "ic_layer"]
 
@@ -93,20 +95,34 @@ class ClassifierInputDropout:
         return f"{type(self).__name__}(p={self.p})"
 
 
-class ICLayer(nn.Module):
-    """Independent-Component layer (Chen et al. 2019): ``BatchNorm2d`` then ``Dropout(p)``.
+@functools.cache
+def _ic_layer_class() -> type:
+    """:class:`ICLayer`, defined on first use: an ``nn.Module`` subclass, so defining it imports torch."""
 
-    Goes in front of a weight layer; whitening by BN plus dropout makes the weight layer's inputs
-    more independent (dropout reduces their pairwise correlation and mutual information).
-    """
+    class ICLayer(nn.Module):
+        """Independent-Component layer (Chen et al. 2019): ``BatchNorm2d`` then ``Dropout(p)``.
 
-    def __init__(self, num_features: int, p: float) -> None:
-        super().__init__()
-        self.bn = nn.BatchNorm2d(num_features)
-        self.drop = nn.Dropout(p)
+        Goes in front of a weight layer; whitening by BN plus dropout makes the weight layer's inputs
+        more independent (dropout reduces their pairwise correlation and mutual information).
+        """
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.bn(x))
+        def __init__(self, num_features: int, p: float) -> None:
+            super().__init__()
+            self.bn = nn.BatchNorm2d(num_features)
+            self.drop = nn.Dropout(p)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.drop(self.bn(x))
+
+    ICLayer.__qualname__ = "ICLayer"  # pickled by reference as tricks_registry.tricks.model_surgery.ICLayer
+    return ICLayer
+
+
+def __getattr__(name: str) -> Any:
+    """``ICLayer`` (PEP 562): made when first asked for, with torch."""
+    if name == "ICLayer":
+        return _ic_layer_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _check_p(trick: str, p: float) -> None:
@@ -201,7 +217,7 @@ def ic_layer(*, p: float = 0.05, placement: Literal["paper", "added"] = "paper")
                 f"found no ResNet residual block (timm or torchvision BasicBlock/Bottleneck) in "
                 f"{type(model).__name__}; the IC-layer placement is defined for ResNets only", trick="ic_layer")
         for block in blocks:
-            if any(isinstance(m, ICLayer) for m in block.modules()):
+            if any(isinstance(m, _ic_layer_class()) for m in block.modules()):
                 raise TrickError("already applied to this model", trick="ic_layer")
             if placement == "paper":
                 for name in _branch_conv_names(block):
@@ -215,7 +231,7 @@ def ic_layer(*, p: float = 0.05, placement: Literal["paper", "added"] = "paper")
             for name in _branch_conv_names(block):
                 conv = getattr(block, name)
                 ref = next(conv.parameters())
-                ic = ICLayer(conv.in_channels, p).to(device=ref.device, dtype=ref.dtype)
+                ic = _ic_layer_class()(conv.in_channels, p).to(device=ref.device, dtype=ref.dtype)
                 ic.train(conv.training)
                 setattr(block, name, nn.Sequential(OrderedDict(ic=ic, conv=conv)))
                 if placement == "paper":

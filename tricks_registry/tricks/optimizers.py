@@ -15,10 +15,10 @@ from __future__ import annotations
 import functools
 from typing import Any, Sequence
 
-from timm.optim import create_optimizer_v2, param_groups_weight_decay
-
 from ..parts import OptimizerPart, ParamPolicy, TimmArgs
-from ..registry import build_trick, check_param, register_trick
+from ..registry import build_trick, check_param, lazy_import, register_trick
+
+timm_optim = lazy_import("timm.optim")  # loaded when an optimizer is first made
 
 __all__ = ["sgd", "sgd_nesterov", "adamw", "adabound", "no_bias_decay", "decay_all_params",
            "no_bias_decay_groups", "default_optimizer"]
@@ -42,7 +42,7 @@ def no_bias_decay_groups(model: Any, weight_decay: float) -> list[dict[str, Any]
     ``create_optimizer_v2`` does.
     """
     no_decay = model.no_weight_decay() if hasattr(model, "no_weight_decay") else ()
-    return param_groups_weight_decay(model, weight_decay=weight_decay, no_weight_decay_list=no_decay)
+    return timm_optim.param_groups_weight_decay(model, weight_decay=weight_decay, no_weight_decay_list=no_decay)
 
 
 @register_trick("no_bias_decay", kind="param_policy", section="3.1",
@@ -63,7 +63,7 @@ def no_bias_decay() -> ParamPolicy:
 
 def _timm_optimizer(param_groups: Sequence[dict[str, Any]], lr: float, weight_decay: float, *,
                     opt: str, **kwargs: Any) -> Any:
-    return create_optimizer_v2(list(param_groups), opt=opt, lr=lr, weight_decay=weight_decay, **kwargs)
+    return timm_optim.create_optimizer_v2(list(param_groups), opt=opt, lr=lr, weight_decay=weight_decay, **kwargs)
 
 
 def _check_momentum(trick: str, momentum: float, *, positive: bool = False) -> None:

@@ -22,13 +22,12 @@ import math
 import warnings
 from typing import Any, Callable, Literal, Sequence
 
-import timm.scheduler as ts
-import torch
-from timm.scheduler.scheduler import Scheduler
-from torch.optim.lr_scheduler import CyclicLR
-
 from ..parts import TIMM_CONSTANT_SCHEDULE, LRScaling, Schedule, TimmArgs, Warmup
-from ..registry import TrickError, build_trick, check_param, register_trick
+from ..registry import TrickError, build_trick, check_param, lazy_import, register_trick
+
+# loaded when a scheduler is first made: building the parts (resolving a recipe) needs neither
+torch = lazy_import("torch")
+ts = lazy_import("timm.scheduler")
 
 __all__ = [
     # tricks
@@ -158,6 +157,8 @@ def _timm_scheduler(cls_name: str, optimizer: Any, **kwargs: Any) -> Any:
 
 def _curve_scheduler(optimizer: Any, curve: Callable[[int], float]) -> Any:
     """A timm ``Scheduler`` whose LR is ``base * curve(t)`` (for the curves timm lacks)."""
+    from timm.scheduler.scheduler import Scheduler
+
     class CurveScheduler(Scheduler):
         def __init__(self) -> None:
             self._curve = curve
@@ -432,6 +433,8 @@ def cyclic(*, base_lr_factor: float = 0.25, step_size_epochs: float = 4.0,
     check_param(0 < gamma <= 1, "cyclic", "gamma", f"must be in (0, 1], got {gamma}")
 
     def main(opt: Any, total: int, spe: int) -> Any:
+        from torch.optim.lr_scheduler import CyclicLR
+
         bases = [g["initial_lr"] for g in opt.param_groups]
         sched = CyclicLR(opt, base_lr=[b * base_lr_factor for b in bases], max_lr=bases,
                          step_size_up=max(1, round(step_size_epochs * spe)), mode=mode, gamma=gamma,
