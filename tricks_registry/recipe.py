@@ -486,9 +486,20 @@ def _check_tricks(data: dict[str, Any], lines_of: dict[tuple[str, ...], tuple[st
         raise RecipeError(str(err), file=file, line=line, key=f"tricks.{name}" if name else "tricks") from None
 
 
+def _is_resolved(chain: list[_Loaded]) -> bool:
+    """Whether the recipe is one resolved before (what :meth:`Recipe.to_yaml` writes and a run folder keeps): one
+    file with the keys resolution adds, ``lineage`` (a list) and ``derived`` (a mapping)."""
+    data = chain[-1].data
+    return len(chain) == 1 and isinstance(data.get("lineage"), list) and isinstance(data.get("derived"), dict)
+
+
 def resolve(ref: str | Path, overrides: Iterable[str] = (), *, demo: bool = False) -> Recipe:
     """Resolve a recipe: inheritance merge, the ``demo`` block if asked, ``--set`` overrides, validation,
-    derived values, hash."""
+    derived values, hash.
+
+    A recipe resolved before (a run folder's ``recipe.yaml``) resolves again to the same data and hash: its
+    ``lineage`` is kept, ``derived`` is derived again, and a demo recipe (``demo_run``) stays one without its demo
+    block applied twice; overrides apply to it as to any recipe."""
     path = find_recipe_file(str(ref)) if not isinstance(ref, Path) else ref
     chain = _chain(path)
     merged: dict[str, Any] = {}
@@ -503,7 +514,12 @@ def resolve(ref: str | Path, overrides: Iterable[str] = (), *, demo: bool = Fals
     merged["name"], merged["version"] = leaf.data["name"], leaf.data["version"]
     lineage = tuple(f"{c.data.get('name')}@{c.data.get('version')}" for c in reversed(chain))
     merged.pop("extends", None)
-    if demo:
+    was_demo = False
+    if _is_resolved(chain):  # a run folder's recipe.yaml (or Recipe.to_yaml()): it resolves again to itself
+        lineage = tuple(str(entry) for entry in merged.pop("lineage"))
+        merged.pop("derived")
+        was_demo = bool(merged.pop("demo_run", False))
+    if demo and not was_demo:  # a resolved demo recipe holds its demo block applied already
         demo_block = merged.get("demo") or {}
         if not isinstance(demo_block, dict):
             raise RecipeError("must be a mapping", file=leaf.file, key="demo")
@@ -530,7 +546,7 @@ def resolve(ref: str | Path, overrides: Iterable[str] = (), *, demo: bool = Fals
         raise RecipeError("no learning rate: give train.lr or the linear_scaling trick", file=leaf.file,
                           key="train.lr")
     data["derived"] = {"lr": lr}
-    if demo:
+    if demo or was_demo:
         data["demo_run"] = True
     return Recipe(data=data, sha256=recipe_hash(data), source=str(path), lineage=lineage)
 

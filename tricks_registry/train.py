@@ -87,6 +87,7 @@ def train(recipe: Recipe, *, data_dir: str | None, output: str | Path, device: s
                               checksums=checksums, **task.summary_fields(), **{best_key: max(scored, default=None)},
                               skipped_steps=skipped_steps)
         run.write_summary(summary)
+        run.share_identical_weights()  # last, best and the last checkpoint's weights are one file (hard links)
         best = summary[best_key]
         say(env, f"done: best {task.best_metric} {best:.2f}  run folder: {run.path}" if best is not None else
                  f"done: run folder {run.path}")
