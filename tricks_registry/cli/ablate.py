@@ -6,18 +6,29 @@ import argparse
 import shlex
 from typing import Any
 
-from .. import ablate as library
-from ..ablate import LADDERS, PRESETS, plan_ladder, run_ablation
 from ..errors import TimmTricksError
 from ..recipe import resolve
 
-__all__ = ["add_commands", "cmd_ablate"]
+__all__ = ["add_commands", "full_parser", "cmd_ablate"]
+
+HELP = "train a ladder of recipes for several seeds; table and chart beside the paper"
 
 
 def add_commands(sub: Any) -> argparse.ArgumentParser:
-    """Add ``tricks ablate`` to the ``tricks`` subcommands."""
-    p = sub.add_parser("ablate", help="train a ladder of recipes for several seeds; table and chart beside the paper",
-                       description=library.__doc__.split("\n\n")[0])
+    """Add ``tricks ablate`` to the ``tricks`` subcommands: a stub whose options :func:`full_parser` gives (its
+    ladders and presets come from :mod:`tricks_registry.ablate`, which imports torch and timm), read by
+    :func:`tricks_registry.cli.main` when the command runs."""
+    p = sub.add_parser("ablate", help=HELP, add_help=False)
+    p.set_defaults(full_parser=full_parser)
+    return p
+
+
+def full_parser() -> argparse.ArgumentParser:
+    """``tricks ablate``'s own parser, with every option."""
+    from .. import ablate as library
+    from ..ablate import LADDERS, PRESETS
+
+    p = argparse.ArgumentParser(prog="tricks ablate", description=library.__doc__.split("\n\n")[0])
     which = p.add_mutually_exclusive_group()
     which.add_argument("--ladder", choices=sorted(LADDERS), help="a named ladder (default: table6): "
                        + "; ".join(f"{k}: {', '.join(v)}" for k, v in LADDERS.items()))
@@ -57,6 +68,8 @@ def _command(args: argparse.Namespace) -> str:
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
+    from ..ablate import LADDERS, PRESETS, plan_ladder, run_ablation
+
     if args.recipes:
         refs = [r.strip() for r in args.recipes.split(",") if r.strip()]
         if not refs:

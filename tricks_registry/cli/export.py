@@ -6,8 +6,10 @@ import argparse
 import json
 from typing import Any
 
-from ..export.hub import WEIGHT_CHOICES, export_run, push_folder
-from ..export.transfer import export_transfer
+# The exporters (torch, timm, the Hub client) are imported inside the commands: building the parser imports none.
+
+#: ``--weights`` choices, as :data:`tricks_registry.export.hub.WEIGHT_CHOICES` names them (a test compares)
+WEIGHTS = ("best", "last", "ema_best", "ema_last")
 
 __all__ = ["add_commands", "cmd_export", "cmd_push", "cmd_export_transfer"]
 
@@ -23,7 +25,7 @@ def add_commands(sub: Any) -> None:
                         "else imagefolder)")
     p.add_argument("--dataset-name", help="the data set's name in the card's model-index")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier export in --out")
-    p.add_argument("--weights", choices=list(WEIGHT_CHOICES), help="which weights (default: the better-scoring of "
+    p.add_argument("--weights", choices=WEIGHTS, help="which weights (default: the better-scoring of "
                    "raw best and EMA best by top-1 when the run kept EMA weights, else best, else last)")
     p.set_defaults(func=cmd_export)
     p = sub.add_parser("push", help="upload an exported folder to the Hugging Face Hub")
@@ -40,6 +42,8 @@ def add_commands(sub: Any) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from ..export.hub import export_run
+
     out = export_run(args.run_dir, args.out, repo_id=args.repo_id, license=args.license, dataset=args.dataset,
                      dataset_name=args.dataset_name, overwrite=args.overwrite, weights=args.weights)
     results = json.loads((out / "results.json").read_text())
@@ -52,6 +56,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_push(args: argparse.Namespace) -> int:
+    from ..export.hub import push_folder
+
     info = push_folder(args.folder, args.repo_id, private=args.private, revision=args.revision)
     print(f"pushed {args.folder} to {args.repo_id}" + (f"@{args.revision}" if args.revision else "")
           + f": {getattr(info, 'commit_url', info)}")
@@ -59,6 +65,8 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 
 def cmd_export_transfer(args: argparse.Namespace) -> int:
+    from ..export.transfer import export_transfer
+
     out = export_transfer(args.run_dir, args.out_dir)
     print(f"wrote {out} (model.safetensors, config.json, README.md)")
     return 0

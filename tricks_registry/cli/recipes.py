@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint import atomic_write_text
-from ..data import demo_datasets, image_folder_datasets
 from ..errors import DataError, TimmTricksError
-from ..export.timm_args import export_timm_args
-from ..lr_find import describe, lr_range_test, write_outputs
 from ..recipe import find_recipe_file, list_recipes, resolve
 from ..registry import get_trick, list_tricks
 
-__all__ = ["add_commands", "cmd_list", "cmd_show", "cmd_recipe", "cmd_lr_find", "recipe_diff"]
+# ``lr-find`` and ``recipe export`` import what they run (torch, timm) inside their commands.
+
+__all__ = ["add_commands", "cmd_list", "cmd_show", "cmd_recipe", "cmd_lr_find", "recipe_diff", "plain_text"]
 
 
 def add_commands(sub: Any) -> None:
@@ -64,6 +63,19 @@ def add_commands(sub: Any) -> None:
 
 # ---------------------------------------------------------------------------------------------------------
 # list / show
+_RST_LITERAL = re.compile(r"``(.+?)``")
+_RST_ROLE = re.compile(r":(?:[a-z]+:)?[a-z]+:`(~?)([^`]+?)`")
+
+
+def plain_text(doc: str) -> str:
+    """A docstring for the terminal: RST literals (````x````) and roles (``:func:`a.f` ``, ``:func:`~a.f` `` as
+    ``f``) as plain text."""
+    def role(m: re.Match) -> str:
+        return m[2].rsplit(".", 1)[-1] if m[1] else m[2]
+
+    return _RST_ROLE.sub(role, _RST_LITERAL.sub(r"\1", doc))
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     specs = list_tricks(args.kind)
     if args.json:
@@ -75,7 +87,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         if s.kind != kind:
             kind = s.kind
             print(f"\n[{kind}]")
-        print(f"  {s.name:<{width}}  {s.summary}")
+        print(f"  {s.name:<{width}}  {plain_text(s.summary)}")
     return 0
 
 
@@ -91,13 +103,16 @@ def cmd_show(args: argparse.Namespace) -> int:
     for p in spec.params:
         print(f"  {p.name}: {p.type_name} = {p.default!r}")
     print()
-    print(spec.doc)
+    print(plain_text(spec.doc))
     return 0
 
 
 # ---------------------------------------------------------------------------------------------------------
 # lr-find
 def cmd_lr_find(args: argparse.Namespace) -> int:
+    from ..data import demo_datasets, image_folder_datasets
+    from ..lr_find import describe, lr_range_test, write_outputs
+
     recipe = resolve(args.recipe, args.overrides, demo=args.demo)
     if args.demo:
         train_set, _ = demo_datasets(seed=recipe.data["train"]["seed"])
@@ -119,9 +134,14 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
 # recipe
 def cmd_recipe(args: argparse.Namespace) -> int:
     if args.recipe_cmd == "list":
+        rows = []
         for name, version, path in list_recipes():
             r = resolve(path)
-            print(f"{name}@{version:<3} {r.sha256[:12]}  {r.data['reference'] or r.data['description'][:70]}")
+            rows.append((f"{name}@{version}", r.sha256[:12], r.data["reference"] or _first_sentence(r.data["description"])))
+        width = max(len(ident) for ident, _, _ in rows)
+        print(f"{'recipe':<{width}}  {'sha256':<12}  reference (else description)")
+        for ident, sha, text in rows:
+            print(f"{ident:<{width}}  {sha}  {text}")
         return 0
     if args.recipe_cmd == "show":
         r = resolve(args.name, args.overrides)
@@ -135,10 +155,16 @@ def cmd_recipe(args: argparse.Namespace) -> int:
         return 0
     if args.recipe_cmd == "diff":
         a, b = resolve(args.a), resolve(args.b)
-        for line in recipe_diff(a.data, b.data):
+        lines = recipe_diff(a.data, b.data)
+        for line in lines:
             print(line)
+        if not lines:
+            print(f"{args.a} and {args.b} resolve to the same recipe (sha256 {a.sha256[:12]})")
         return 0
     if args.recipe_cmd == "export":
+        from ..checkpoint import atomic_write_text
+        from ..export.timm_args import export_timm_args
+
         text = export_timm_args(resolve(args.name, args.overrides), world_size=args.nproc)
         if args.out:
             atomic_write_text(args.out, text)
@@ -147,6 +173,12 @@ def cmd_recipe(args: argparse.Namespace) -> int:
             print(text, end="")
         return 0
     raise TimmTricksError("tricks recipe: choose list, show, diff or export")
+
+
+def _first_sentence(text: str, limit: int = 90) -> str:
+    text = " ".join(text.split())
+    cut = text.split(". ", 1)[0].rstrip(".")
+    return cut if len(cut) <= limit else cut[:limit - 3].rstrip() + "..."
 
 
 def recipe_diff(a: Any, b: Any, prefix: str = "") -> list[str]:

@@ -3,21 +3,16 @@ the paper's section 6), with the Hub options ``--push-to-hub``, ``--private``, `
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
 from pathlib import Path
-from typing import Any
-
-import huggingface_hub
-from huggingface_hub.errors import HFValidationError
-from huggingface_hub.utils import validate_repo_id
-from tqdm import tqdm
+from typing import Any, Iterator
 
 from ..cache import cache_dir
 from ..errors import CheckpointError, HubError, TimmTricksError
-from ..export.hub import LOGIN_HINT, export_run, pinned_teacher, push_folder, resolve_recipe_arg
-from ..recipe import Recipe, resolve
-from ..run_folder import RunFolder, is_run_folder
-from ..train import train
+
+# The library (torch, timm, the Hub client) is imported inside the commands: building the parser imports none of it.
 
 __all__ = ["DEFAULT_OUTPUT", "add_commands", "add_train_args", "cmd_train", "check_push_args", "push_after_train"]
 
@@ -57,23 +52,33 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--revision", metavar="REV",
                    help="branch, tag or commit of an hf-hub: recipe (--recipe hf-hub:ORG/NAME) and of an hf-hub: "
                         "teacher that names none")
+    p.add_argument("--pretrained", metavar="SPEC",
+                   help="fine-tune from these weights (the recipe's model.pretrained): a timm tag "
+                        "(resnet50_v1d.gluon_in1k), hf-hub:ORG/NAME[@REV], local-dir:DIR, a run folder or "
+                        "ARCH@FILE.safetensors; another class count re-initialises the classifier")
     p.add_argument("--trust-pickle", action="store_true",
                    help="also load a teacher's pickle weights (.pth/.bin/.pt); unpickling can run code: only for "
                         "files you trust (default: safetensors only)")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from ..export.hub import pinned_teacher, resolve_recipe_arg
+    from ..run_folder import RunFolder, is_run_folder
+    from ..train import train
+
     if not args.resume and not args.recipe:
         raise TimmTricksError("--recipe is required (a name such as resnet50d_all, or a YAML file), or --resume RUN_DIR")
     if args.resume:
-        if args.recipe or args.overrides:
+        if args.recipe or args.overrides or args.pretrained:
             raise TimmTricksError("--resume continues a run with the recipe saved in its folder; drop --recipe and --set")
         if not is_run_folder(args.resume):
             raise CheckpointError(f"--resume {args.resume}: no recipe.yaml there (is it a tricks-train run folder?)")
         recipe = RunFolder(args.resume).recipe()  # its hash checked
         demo = bool(recipe.data.get("demo_run"))
     else:
-        recipe = resolve_recipe_arg(args.recipe, args.overrides, demo=args.demo, revision=args.revision)
+        overrides = list(args.overrides) + ([f"model.pretrained={json.dumps(args.pretrained)}"] if args.pretrained
+                                            else [])
+        recipe = resolve_recipe_arg(args.recipe, overrides, demo=args.demo, revision=args.revision)
         demo = args.demo
     if recipe.data.get("task", "classification") != "classification":  # detection / segmentation (section 6)
         if demo or args.push_to_hub:
@@ -91,21 +96,91 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo_teacher(recipe: Recipe, args: argparse.Namespace) -> Path:
-    """A small teacher for --demo: ResNet-18-D trained on the demo digits, reused once trained."""
-    teacher_recipe = resolve(
-        recipe.source if recipe.source.endswith((".yaml", ".yml")) else recipe.name,
-        ["model.name=resnet18_v1d", "tricks.distillation=null", "tricks.mixup=null", "train.epochs=3"],
-        demo=True)
-    folder = cache_dir() / "demo-teachers" / teacher_recipe.sha256[:16]
-    done = sorted(p for p in folder.glob("*") if RunFolder(p).finished)
-    if done:
-        tqdm.write(f"demo: reusing the small teacher trained before in {done[-1]}")
-        return done[-1]
-    tqdm.write(f"demo: no pretrained teacher offline, so training a small one first (ResNet-18-D, "
-               f"{teacher_recipe.data['train']['epochs']} epochs on the demo digits) into {folder}")
-    return train(teacher_recipe, data_dir=None, output=folder, device=args.device, demo=True,
-                 progress=not args.no_progress)
+#: what the ``--demo`` teacher is: the student's recipe as resolved, as a ResNet-18-D on the label-smoothing rung
+DEMO_TEACHER_MODEL = "resnet18_v1d"
+DEMO_TEACHER_EPOCHS = 3
+
+
+def demo_teacher_overrides(student: Any) -> list[str]:
+    """The ``--set`` overrides that make a ``--demo`` student's resolved recipe into its teacher's: ResNet-18-D, the
+    student's tricks without distillation and mixup (the label-smoothing rung of the paper's ladder),
+    :data:`DEMO_TEACHER_EPOCHS` epochs, and a name and description that say so."""
+    base = f"{student.name}@{student.version}"
+    description = (f"The --demo teacher of {base}: ResNet-18-D ({DEMO_TEACHER_MODEL}) trained with the "
+                   f"label-smoothing rung ({base} without distillation and mixup) for {DEMO_TEACHER_EPOCHS} epochs on "
+                   "the demo digits, because no pretrained teacher is reachable offline")
+    return [f"name=resnet18d_teacher_for_{student.name}", f"description={json.dumps(description)}", "reference=''",
+            f"model.name={DEMO_TEACHER_MODEL}", "model.kwargs={}", "tricks.distillation=null", "tricks.mixup=null",
+            f"train.epochs={DEMO_TEACHER_EPOCHS}"]
+
+
+def demo_teacher_recipe(student: Any, folder: Path) -> Any:
+    """The teacher's recipe, resolved from the student's resolved recipe (written to ``folder/student.yaml``), so
+    that a new demo and the resume of one derive the same teacher, with the same hash."""
+    from ..checkpoint import atomic_write_text
+    from ..recipe import resolve
+
+    folder.mkdir(parents=True, exist_ok=True)
+    student_file = folder / f"student-{student.sha256[:16]}.yaml"
+    if not student_file.is_file():
+        atomic_write_text(student_file, student.to_yaml())
+    return resolve(student_file, demo_teacher_overrides(student))
+
+
+@contextlib.contextmanager
+def _locked(path: Path, say: Any) -> Iterator[None]:
+    """An exclusive ``fcntl`` lock on ``path`` while the block runs: one process trains a teacher, the others wait
+    for it and then reuse what it wrote (the lock goes with the process that holds it, even when it is killed)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        yield
+        return
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            say(f"demo: another demo is training the same teacher; waiting for it (lock {path})")
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _demo_teacher(recipe: Any, args: argparse.Namespace) -> Path:
+    """The small teacher of a ``--demo`` distillation run: a ResNet-18-D trained once on the demo digits with the
+    label-smoothing rung (see :func:`demo_teacher_overrides`) into the cache, under a lock, and reused after that;
+    an interrupted one is resumed."""
+    from tqdm import tqdm
+
+    from ..checkpoint import resumable_checkpoints
+    from ..run_folder import RunFolder
+    from ..train import train
+
+    root = cache_dir() / "demo-teachers"
+    root.mkdir(parents=True, exist_ok=True)
+    teacher_recipe = demo_teacher_recipe(recipe, root / "students")
+    folder = root / teacher_recipe.sha256[:16]
+    folder.mkdir(exist_ok=True)
+    with _locked(folder / ".lock", tqdm.write):
+        runs = sorted(p for p in folder.iterdir() if p.is_dir() and (p / "recipe.yaml").is_file())
+        done = [p for p in runs if RunFolder(p).finished]
+        if done:
+            tqdm.write(f"demo: reusing the teacher trained before ({teacher_recipe.name}@{teacher_recipe.version}, "
+                       f"ResNet-18-D) in {done[-1]}")
+            return done[-1]
+        stopped = [p for p in runs if resumable_checkpoints(RunFolder(p).checkpoints)]
+        if stopped:
+            tqdm.write(f"demo: resuming the teacher stopped before in {stopped[-1]}")
+            return train(teacher_recipe, data_dir=None, output=folder, device=args.device, demo=True,
+                         resume=stopped[-1], progress=not args.no_progress)
+        tqdm.write(f"demo: no pretrained teacher offline, so first training a small one: "
+                   f"{teacher_recipe.name}@{teacher_recipe.version}, ResNet-18-D with the label-smoothing rung "
+                   f"(no distillation, no mixup), {teacher_recipe.data['train']['epochs']} epochs on the demo "
+                   f"digits, into {folder}; later demos reuse it")
+        return train(teacher_recipe, data_dir=None, output=folder, device=args.device, demo=True,
+                     progress=not args.no_progress)
 
 
 def check_push_args(args: argparse.Namespace) -> None:
@@ -113,6 +188,12 @@ def check_push_args(args: argparse.Namespace) -> None:
     end in an upload that cannot happen."""
     if not getattr(args, "push_to_hub", None):
         return
+    import huggingface_hub
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    from ..export.hub import LOGIN_HINT
+
     try:
         validate_repo_id(args.push_to_hub)
     except HFValidationError as err:
@@ -125,6 +206,8 @@ def push_after_train(args: argparse.Namespace, run_dir: str | os.PathLike) -> No
     """``--push-to-hub``: export ``run_dir`` to ``run_dir/hub`` and push it (by the main process only)."""
     if not getattr(args, "push_to_hub", None) or int(os.environ.get("RANK", "0")) != 0:
         return
+    from ..export.hub import export_run, push_folder
+
     folder = export_run(run_dir, Path(run_dir) / "hub", repo_id=args.push_to_hub, overwrite=True)
     info = push_folder(folder, args.push_to_hub, private=args.private)
     print(f"pushed {folder} to {args.push_to_hub}: {getattr(info, 'commit_url', info)}")
