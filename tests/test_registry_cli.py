@@ -148,3 +148,30 @@ def test_export_transfer_is_a_subcommand_with_clear_errors(tmp_path, capsys):
     assert main(["export-transfer", str(tmp_path), str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "not a tricks-train run folder" in err and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_list_and_show_print_docstrings_without_rst_markup(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "``" not in out and ":func:`" not in out
+    assert "Cosine decay: eta_t = 1/2 (1 + cos(t pi / T)) eta" in out  # was ``eta_t = ...``
+    assert main(["show", "label_smoothing"]) == 0
+    out = capsys.readouterr().out
+    assert "``" not in out and "form='paper'" in out
+
+
+def test_recipe_list_columns_are_aligned(capsys):
+    assert main(["recipe", "list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:2] == ["recipe", "sha256"]
+    starts = {line.index("  ") + len(line[line.index("  "):]) - len(line[line.index("  "):].lstrip()) for line in lines}
+    assert len(starts) == 1  # every hash starts in the same column
+    assert all(len(line.split()[1]) == 12 for line in lines[1:])
+
+
+def test_recipe_diff_of_a_recipe_with_itself_says_they_are_identical(capsys):
+    assert main(["recipe", "diff", "resnet50d_cosine", "resnet50d_cosine"]) == 0
+    out = capsys.readouterr().out
+    assert "resolve to the same recipe" in out and out.count("\n") == 1
+    assert main(["recipe", "diff", "resnet50d_cosine", "resnet50d_label_smoothing"]) == 0
+    assert "+ tricks.label_smoothing" in capsys.readouterr().out
