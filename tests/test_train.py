@@ -21,7 +21,7 @@ from tricks_registry.loop import model_checksum as _checksum
 
 pytestmark = pytest.mark.slow
 
-LADDER = sorted({name for name, _, _ in list_recipes() if not name.startswith(("fasterrcnn", "fcn"))})
+LADDER = sorted({name for name, _, _ in list_recipes() if not name.startswith(("fasterrcnn", "fcn")) and "finetune" not in name})
 
 
 def scaled_down(name: str, epochs: int = 4, batch: int = 20) -> list[str]:

@@ -401,3 +401,17 @@ def test_ic_layer_needs_resnet_and_applies_once():
     model = build_trick("ic_layer").apply(make("tv_resnet18"))
     with pytest.raises(TrickError, match="already applied"):
         build_trick("ic_layer").apply(model)
+
+
+def test_zero_gamma_after_the_papers_ic_layer_is_refused_not_silently_skipped():
+    import timm
+
+    from tricks_registry import compose
+    from tricks_registry.build import apply_model_transforms
+
+    pipeline = compose([build_trick("ic_layer"), build_trick("zero_gamma")])
+    with pytest.raises(TrickError, match="trick 'zero_gamma': the residual branches end in a conv"):
+        apply_model_transforms(timm.create_model("resnet18_v1d", num_classes=10), pipeline)
+    added = compose([build_trick("ic_layer", placement="added"), build_trick("zero_gamma")])
+    model = apply_model_transforms(timm.create_model("resnet18_v1d", num_classes=10), added)
+    assert torch.count_nonzero(model.layer1[0].bn2.weight) == 0

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from .errors import RecipeError
 from .models import build_model
 from .parts import Pipeline, RuntimeSettings, Schedule, compose, parts_from_config
 from .recipe import Recipe
@@ -23,7 +24,7 @@ from .tricks.losses import make_criterion
 from .tricks.mixing import batch_transform
 from .tricks.optimizers import decay_all_params, default_optimizer
 from .tricks.schedules import default_schedule
-from .weights import load_teacher
+from .weights import load_pretrained_into, load_teacher
 
 __all__ = ["Components", "ModelSource", "build_components", "build_classifier", "apply_model_transforms",
            "build_optimizer", "build_scheduler", "parameter_groups", "schedule_part", "recipe_pipeline"]
@@ -70,9 +71,23 @@ def recipe_pipeline(recipe: Recipe) -> Pipeline:
     return compose(parts_from_config(recipe.data["tricks"]))
 
 
-def build_classifier(recipe: Recipe, pipeline: Pipeline, num_classes: int) -> nn.Module:
-    """The recipe's classifier with its model-transform tricks applied (structure, init, zero-gamma)."""
-    return apply_model_transforms(build_model(recipe.data["model"], num_classes), pipeline)
+def build_classifier(recipe: Recipe, pipeline: Pipeline, num_classes: int, *, load_weights: bool = True,
+                     trust_pickle: bool = False) -> tuple[nn.Module, dict[str, Any] | None]:
+    """The recipe's classifier with its model-transform tricks applied (structure, init, zero-gamma), and, when
+    ``model.pretrained`` is a weights spec (fine-tuning) and ``load_weights``, those weights loaded first
+    (:func:`.weights.load_pretrained_into`; its record is returned beside the model, else None)."""
+    model_cfg = recipe.data["model"]
+    model = build_model(model_cfg, num_classes)
+    source = None
+    spec = model_cfg.get("pretrained")
+    if isinstance(spec, str):
+        reinit = [t.trick for t in pipeline.model_transforms if t.stage in ("init", "zero_gamma")]
+        if reinit:
+            raise RecipeError(f"tricks.{reinit[0]}: it re-initialises the weights that model.pretrained loads "
+                              f"('{spec}'); remove it with --set tricks.{reinit[0]}=null to fine-tune")
+        if load_weights:
+            source = load_pretrained_into(model, spec, model_name=model_cfg["name"], trust_pickle=trust_pickle)
+    return apply_model_transforms(model, pipeline), source
 
 
 class _Classifier:
@@ -82,7 +97,7 @@ class _Classifier:
         self.recipe = recipe
 
     def build_model(self, pipeline: Pipeline, num_classes: int, *, load_weights: bool) -> nn.Module:
-        return build_classifier(self.recipe, pipeline, num_classes)
+        return build_classifier(self.recipe, pipeline, num_classes, load_weights=load_weights)[0]
 
     def param_groups(self, model: nn.Module, pipeline: Pipeline, weight_decay: float) -> list[dict[str, Any]]:
         return parameter_groups(model, pipeline, weight_decay)

@@ -28,7 +28,7 @@ from .errors import CheckpointError
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_png", "save_checkpoint", "load_checkpoint",
            "latest_checkpoint", "resumable_checkpoints", "save_weights", "load_weights", "verify", "CheckpointError",
-           "file_sha256", "rng_state", "set_rng_state", "state_dict_for_save", "append_metrics", "read_metrics"]
+           "file_sha256", "state_sha256", "rng_state", "set_rng_state", "state_dict_for_save", "append_metrics", "read_metrics"]
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -234,3 +234,13 @@ def latest_checkpoint(folder: str | os.PathLike, warn: Callable[[str], None] = p
             refused.append(f"{tag}: {err}")
             warn(f"refusing checkpoint {tag}: {type(err).__name__}: {err}; trying the one before it")
     raise CheckpointError(f"no usable checkpoint in {folder}" + (f" ({'; '.join(refused)})" if refused else ""))
+
+
+def state_sha256(state: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over a state dict's names and bytes (sorted by name): which weights a run started from."""
+    h = hashlib.sha256()
+    for key in sorted(state):
+        value = state[key].detach().cpu()
+        h.update(key.encode())
+        h.update((value.float() if value.dtype == torch.bfloat16 else value).contiguous().numpy().tobytes())
+    return h.hexdigest()

@@ -13,7 +13,6 @@ fields; the components come from :func:`.build.build_components`.
 """
 from __future__ import annotations
 
-import hashlib
 import platform
 import signal
 import threading
@@ -32,13 +31,14 @@ from tqdm import tqdm
 from . import __version__
 from .build import Components, schedule_part
 from .checkpoint import atomic_write_png, latest_checkpoint, resumable_checkpoints, rng_state, save_checkpoint, \
-    save_weights, set_rng_state, state_dict_for_save
+    save_weights, set_rng_state, state_dict_for_save, state_sha256
 from .data import ResumableSampler
 from .distributed import DistInfo, agree_flags, gather, mean_over_processes, say, unwrap_model
 from .errors import CheckpointError, TrainingError, TrainingStopped
 from .recipe import Recipe
 from .run_folder import CURVES_FILE, LR_SCHEDULE_FILE, RunFolder
 from .tasks import Task
+from .tricks.finetune import apply_freeze
 from .tricks.schedules import lr_sequence
 
 __all__ = ["fit", "LoopData", "backward_update", "model_checksum", "run_summary", "SignalStop"]
@@ -67,12 +67,13 @@ def fit(task: Task, components: Components, run: RunFolder, data: LoopData, env:
     dev, epochs, steps_per_epoch = env.device, train_cfg["epochs"], len(data.train_loader)
     model = c.model
     if env.distributed:
-        model = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+        model = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None,
+                                        find_unused_parameters=c.runtime.freeze is not None)  # frozen epochs
     loss_fields = ["train_loss", *task.loss_parts]  # summed per process on the device, averaged per epoch
     ckpt_dir, keep = run.checkpoints, train_cfg["keep_checkpoints"]
 
     # ---- where to start: the beginning, or the newest good checkpoint of the run folder
-    start_epoch, start_step, num_updates, best, skipped = 0, 0, 0, -1.0, 0
+    start_epoch, start_step, num_updates, best, best_ema, skipped = 0, 0, 0, -1.0, -1.0, 0
     totals: tuple[list[float], int, float] = ([0.0] * len(loss_fields), 0, 0.0)  # this epoch: sums, images, s
     if resume:
         tag, weights, state = latest_checkpoint(ckpt_dir, warn=lambda m: say(env, m))
@@ -88,7 +89,8 @@ def fit(task: Task, components: Components, run: RunFolder, data: LoopData, env:
         if c.early_stopping is not None and state.get("early_stopping"):
             c.early_stopping.load_state_dict(state["early_stopping"])
         set_rng_state(state["rng"][env.rank])
-        num_updates, best, skipped = state["num_updates"], state["best"], state["skipped_steps"]
+        num_updates, best, best_ema, skipped = (state["num_updates"], state["best"], state.get("best_ema", -1.0),
+                                                state["skipped_steps"])
         if state["epoch_done"]:
             start_epoch = state["epoch"] + 1
         else:
@@ -110,7 +112,7 @@ def fit(task: Task, components: Components, run: RunFolder, data: LoopData, env:
         path = ckpt_dir / f"step-{num_updates:08d}.json"
         if env.is_main:
             state = {"epoch": epoch, "step": step, "epoch_done": epoch_done, "num_updates": num_updates,
-                     "best": best, "skipped_steps": int(skipped_steps), "totals": epoch_totals,
+                     "best": best, "best_ema": best_ema, "skipped_steps": int(skipped_steps), "totals": epoch_totals,
                      "optimizer": c.optimizer.state_dict(), "scheduler": c.scheduler.state_dict(),
                      "scaler": c.scaler.state_dict(), "ema": c.ema.state_dict() if c.ema is not None else None,
                      "early_stopping": c.early_stopping.state_dict() if c.early_stopping is not None else None,
@@ -148,6 +150,7 @@ def fit(task: Task, components: Components, run: RunFolder, data: LoopData, env:
             first_step = start_step if epoch == start_epoch else 0
             data.sampler.start_at(first_step * data.batch_size)
             model.train()
+            apply_freeze(unwrap_model(model), c.runtime.freeze, epoch)  # fine-tuning: the head alone first
             sums_so_far, seen, elapsed = totals if first_step else ([0.0] * len(loss_fields), 0, 0.0)
             sums = torch.tensor(sums_so_far, device=dev, dtype=torch.float64)
             started = time.perf_counter() - elapsed
@@ -205,8 +208,11 @@ def fit(task: Task, components: Components, run: RunFolder, data: LoopData, env:
                     row[f"ema_{task.best_metric}"] = task.evaluate(c.ema.module, data.val_loader, c, env,
                                                                    progress=progress)[task.best_metric]
             stop = evaluated and c.early_stopping is not None and c.early_stopping.step(row[c.early_stopping.metric])
+            ema_key = f"ema_{task.best_metric}"
             improved = evaluated and row[task.best_metric] > best
             best = max(best, row[task.best_metric]) if evaluated else best
+            ema_improved = evaluated and c.ema is not None and row[ema_key] > best_ema
+            best_ema = max(best_ema, row[ema_key]) if ema_improved else best_ema
             if env.is_main:
                 run.append_metrics(row, task.metric_fields)
                 meta = {"epoch": epoch + 1, **{k: row.get(k) for k in task.weights_meta},
@@ -214,6 +220,12 @@ def fit(task: Task, components: Components, run: RunFolder, data: LoopData, env:
                 _write_or_raise(save_weights, run.weights_file("last"), model, meta)
                 if improved:
                     _write_or_raise(save_weights, run.weights_file("best"), model, meta)
+                if c.ema is not None:  # the averaged weights beside the raw ones, scored by their own metric
+                    ema_meta = {"epoch": epoch + 1, task.best_metric: row.get(ema_key), "ema": True,
+                                "recipe_sha256": recipe.sha256}
+                    _write_or_raise(save_weights, run.weights_file("last_ema"), c.ema.module, ema_meta)
+                    if ema_improved:
+                        _write_or_raise(save_weights, run.weights_file("best_ema"), c.ema.module, ema_meta)
                 plot_run(run, recipe, task, c, steps_per_epoch)
                 tqdm.write(f"epoch {epoch + 1}/{epochs}: loss {row['train_loss']:.4f}  {task.scores(row)}  "
                            f"{row['images_per_s']:.1f} img/s  ({epoch_s:.0f} s)")
@@ -284,11 +296,7 @@ def _write_or_raise(write: Any, *args: Any, **kwargs: Any) -> Any:
 
 def model_checksum(model: torch.nn.Module) -> str:
     """SHA-256 over a model's saved state (names and bytes): equal on every process of a DDP run."""
-    h = hashlib.sha256()
-    for key, value in sorted(state_dict_for_save(model).items()):
-        h.update(key.encode())
-        h.update(value.numpy().tobytes() if value.dtype != torch.bfloat16 else value.float().numpy().tobytes())
-    return h.hexdigest()
+    return state_sha256(state_dict_for_save(model))
 
 
 def run_summary(recipe: Recipe, rows: list[dict[str, Any]], env: DistInfo, *, batch_size: int, lr: float,

@@ -27,18 +27,25 @@ _OUR_VARIANT = re.compile(r"^resnet(?P<depth>\d+)_v1(?P<variant>[abcd])$")
 
 
 def build_model(model_cfg: Mapping[str, Any], num_classes: int) -> nn.Module:
-    """A timm model (``model_tweaks`` variants included) or ``torchvision:<name>`` via ``get_model``."""
+    """A timm model (``model_tweaks`` variants included) or ``torchvision:<name>`` via ``get_model``.
+
+    ``pretrained: true`` takes the library's default pretrained weights (timm resizes the head); a weights spec
+    (a string) builds the model without weights: :func:`.weights.load_pretrained_into` loads them after."""
     name = model_cfg["name"]
     kwargs = dict(model_cfg.get("kwargs") or {})
+    pretrained = model_cfg.get("pretrained")
     check_model_name(name)
     if name.startswith(TORCHVISION_PREFIX):
         tv_name = name[len(TORCHVISION_PREFIX):]
-        weights = "DEFAULT" if model_cfg.get("pretrained") else None
+        if isinstance(pretrained, str):
+            raise RecipeError(f"model.pretrained: a weights spec is for timm models; use the timm name of "
+                              f"'{tv_name}' to fine-tune from '{pretrained}'")
+        weights = "DEFAULT" if pretrained else None
         if weights and num_classes != 1000:
             raise WeightsError(f"model: torchvision's pretrained '{tv_name}' has 1000 classes, the data {num_classes}; "
                                "use the timm name of the same network, whose head timm resizes")
         return torchvision.models.get_model(tv_name, weights=weights, num_classes=num_classes, **kwargs)
-    return timm.create_model(name, pretrained=bool(model_cfg.get("pretrained")), num_classes=num_classes, **kwargs)
+    return timm.create_model(name, pretrained=pretrained is True, num_classes=num_classes, **kwargs)
 
 
 def check_model_name(name: str) -> None:

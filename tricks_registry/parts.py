@@ -35,7 +35,7 @@ if TYPE_CHECKING:  # keep this module importable without torch for type checkers
 __all__ = [
     "StepScheduler", "ModelTransform", "ParamPolicy", "OptimizerPart", "Schedule", "Warmup",
     "LRScaling", "LabelSmoothing", "Distillation", "BatchMixer", "Penalty", "SampleTransform",
-    "Runtime", "RuntimeSettings", "AmpSettings", "CompileSettings", "EmaSettings", "EarlyStoppingSettings",
+    "Runtime", "RuntimeSettings", "AmpSettings", "CompileSettings", "EmaSettings", "EarlyStoppingSettings", "FreezeSettings",
     "Pipeline", "compose", "parts_from_config", "MODEL_TRANSFORM_ORDER",
     "TimmArgs", "TimmContext", "TimmExport", "TIMM_CONSTANT_SCHEDULE", "batch_mixers_timm_args",
     "merge_timm_kwargs", "sample_transforms_timm_args",
@@ -527,6 +527,15 @@ class EarlyStoppingSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class FreezeSettings:
+    """Fine-tuning the head first: every parameter but the classifier's is frozen (and every BatchNorm but the
+    classifier's keeps its running statistics) for the first ``epochs`` epochs, then all of them train."""
+
+    until: Literal["head"] = "head"
+    epochs: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
 class RuntimeSettings:
     """What the loop applies around the model and the step: each setting ``None`` (or ``False``) when off.
 
@@ -539,6 +548,7 @@ class RuntimeSettings:
     compile: CompileSettings | None = None
     ema: EmaSettings | None = None
     early_stopping: EarlyStoppingSettings | None = None
+    freeze: FreezeSettings | None = None
 
     def set_names(self) -> tuple[str, ...]:
         """The names of the settings that are on, in field order: ``("amp", "ema")``."""
@@ -563,6 +573,9 @@ class RuntimeSettings:
         if self.early_stopping is not None:
             notes = ("early_stopping: train.py has no early stopping (patience_epochs is for the plateau schedule); "
                      "it trains every epoch",)
+        if self.freeze is not None:
+            notes += (f"freeze: train.py has no frozen-backbone epochs; it trains every layer from the first epoch "
+                      f"(the recipe trains only the classifier for {self.freeze.epochs} epoch(s))",)
         return TimmArgs(values=values, notes=notes)
 
 

@@ -61,7 +61,7 @@ SCHEMA: dict[str, Any] = {
     "model": {
         "name": (str, REQUIRED),          # a timm name (our model_tweaks included) or "torchvision:<name>"
         "kwargs": (dict, {}),             # passed to timm.create_model / torchvision.models.get_model
-        "pretrained": (bool, False),
+        "pretrained": ((bool, str), False),  # true: timm's default weights; or a weights spec to fine-tune from
     },
     "data": {
         "train_split": (str, "train"),
@@ -436,7 +436,7 @@ def _tname(types: Any) -> str:
     if types == _NUM:
         return "a number"
     return {str: "a string", int: "an integer", bool: "true or false", dict: "a mapping",
-            list: "a list", float: "a number"}.get(types, str(types))
+            list: "a list", float: "a number", (bool, str): "true, false or a weights spec"}.get(types, str(types))
 
 
 def plain(obj: Any) -> Any:

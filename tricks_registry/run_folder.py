@@ -7,6 +7,7 @@ A run folder (``runs/<recipe>-v<version>-<stamp>/``) holds::
     metrics.csv            one row per epoch (the task's metric fields)
     summary.json           written when the run ends: a run with one is finished
     bad_images.txt         images left out by --skip-bad-images (path<TAB>why), when any
+    pretrained.json        a fine-tuned run's starting weights: spec, architecture, revision, SHA-256
     curves.png, lr_schedule.png
     checkpoints/best.safetensors, last.safetensors    weights + manifest
     checkpoints/step-NNNNNNNN.{safetensors,state.pt,json}   resumable checkpoints (see :mod:`.checkpoint`)
@@ -30,13 +31,14 @@ from .errors import CheckpointError, RecipeError
 from .recipe import Recipe, recipe_hash
 
 __all__ = ["RunFolder", "RECIPE_FILE", "RECIPE_HASH_FILE", "METRICS_FILE", "SUMMARY_FILE", "BAD_IMAGES_FILE",
-           "CURVES_FILE", "LR_SCHEDULE_FILE", "CHECKPOINTS_DIR", "WEIGHT_TAGS", "is_run_folder", "run_folder_name"]
+           "PRETRAINED_FILE", "CURVES_FILE", "LR_SCHEDULE_FILE", "CHECKPOINTS_DIR", "WEIGHT_TAGS", "is_run_folder", "run_folder_name"]
 
 RECIPE_FILE = "recipe.yaml"
 RECIPE_HASH_FILE = "recipe.sha256"
 METRICS_FILE = "metrics.csv"
 SUMMARY_FILE = "summary.json"
 BAD_IMAGES_FILE = "bad_images.txt"
+PRETRAINED_FILE = "pretrained.json"
 CURVES_FILE = "curves.png"
 LR_SCHEDULE_FILE = "lr_schedule.png"
 CHECKPOINTS_DIR = "checkpoints"
@@ -97,6 +99,14 @@ class RunFolder:
 
     def append_metrics(self, row: Mapping[str, Any], fields: Sequence[str]) -> None:
         append_metrics(self.file(METRICS_FILE), row, fields)
+
+    def write_pretrained(self, record: Mapping[str, Any]) -> None:
+        atomic_write_text(self.file(PRETRAINED_FILE), json.dumps(record, indent=2) + "\n")
+
+    def pretrained(self) -> dict[str, Any] | None:
+        """A fine-tuned run's starting weights (``pretrained.json``), else None."""
+        path = self.file(PRETRAINED_FILE)
+        return json.loads(path.read_text()) if path.is_file() else None
 
     def write_summary(self, summary: Mapping[str, Any]) -> None:
         atomic_write_text(self.file(SUMMARY_FILE), json.dumps(summary, indent=2) + "\n")

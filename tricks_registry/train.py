@@ -42,15 +42,16 @@ def train(recipe: Recipe, *, data_dir: str | None, output: str | Path, device: s
     SIGINT. ``resume`` continues a run folder from its newest good checkpoint, mid-epoch included, to the
     same weights as a run that was never stopped. ``scan_data`` decodes every image first (a bad one stops
     the run before it starts, or with ``skip_bad_images`` is left out and counted); ``trust_pickle`` lets the
-    distillation teacher load from a pickled (non-safetensors) file. ``demo``, ``teacher``, the scan and
-    ``trust_pickle`` are for classification recipes.
+    distillation teacher and fine-tuning's ``model.pretrained`` load from a pickled (non-safetensors) file.
+    ``demo``, ``teacher``, the scan and ``trust_pickle`` are for classification recipes.
     """
     env = init_distributed(device)
     seed = recipe.data["train"]["seed"]
     random.seed(seed + env.rank), np.random.seed(seed + env.rank), torch.manual_seed(seed + env.rank)
     if recipe.data.get("task", "classification") == "classification":
         check_model_name(recipe.data["model"]["name"])  # before any data is read
-    task = task_for_recipe(recipe, env=env, demo=demo, scan_data=scan_data, skip_bad_images=skip_bad_images)
+    task = task_for_recipe(recipe, env=env, demo=demo, scan_data=scan_data, skip_bad_images=skip_bad_images,
+                           trust_pickle=trust_pickle)
     pipeline = recipe_pipeline(recipe)
 
     # ---- data, then every component of the run
@@ -69,6 +70,8 @@ def train(recipe: Recipe, *, data_dir: str | None, output: str | Path, device: s
         run.write_recipe(recipe)
         if task_data.bad_images:
             run.write_bad_images(task_data.bad_images)
+        if task.pretrained_source:
+            run.write_pretrained(task.pretrained_source)
     cfg = recipe.data
     say(env, f"recipe {recipe.name}@{recipe.version} sha256={recipe.sha256[:16]} | {env.world_size} process(es), "
              f"batch {cfg['train']['global_batch_size']} = {env.world_size} x {loaders.batch_size}, "
@@ -85,7 +88,7 @@ def train(recipe: Recipe, *, data_dir: str | None, output: str | Path, device: s
         best_key = f"best_{task.best_metric}"
         summary = run_summary(recipe, rows, env, batch_size=loaders.batch_size, lr=components.lr, device=env.device,
                               checksums=checksums, **task.summary_fields(), **{best_key: max(scored, default=None)},
-                              skipped_steps=skipped_steps)
+                              skipped_steps=skipped_steps, pretrained=run.pretrained())
         run.write_summary(summary)
         run.share_identical_weights()  # last, best and the last checkpoint's weights are one file (hard links)
         best = summary[best_key]

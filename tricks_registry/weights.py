@@ -32,14 +32,14 @@ from timm.models import load_state_dict as timm_load_state_dict
 from model_tweaks.resnet_tweaks import HUB_ORG_ENV
 from torch import nn
 
-from .checkpoint import load_weights
+from .checkpoint import load_weights, state_sha256
 from .errors import TimmTricksError, WeightsError
-from .models import build_model
+from .models import build_model, portable_architecture
 from .run_folder import RunFolder, is_run_folder
 
 __all__ = ["WeightsSpec", "WeightsSpecError", "parse_weights_spec", "load_state_dict", "load_model",
            "model_from_run", "load_teacher", "TeacherUnavailable", "TEACHER_FORMS", "PICKLE_SUFFIXES",
-           "HF_HUB_PREFIX", "LOCAL_DIR_PREFIX", "pretrained_overlay", "read_weights_file"]
+           "HF_HUB_PREFIX", "LOCAL_DIR_PREFIX", "pretrained_overlay", "read_weights_file", "load_pretrained_into"]
 
 TEACHER_FORMS = (
     "a timm name with a pretrained tag (resnet152_v1d.gluon_in1k; needs the Hub or its cache), "
@@ -169,6 +169,85 @@ def model_from_run(run_dir: str | os.PathLike, num_classes: int) -> nn.Module:
     model = build_model(dict(recipe["model"], pretrained=False), num_classes)  # its own weights replace any
     model.load_state_dict(load_weights(folder.best_or_last_weights()[1]))  # checked against its manifest
     return model
+
+
+def load_pretrained_into(model: nn.Module, spec: str, *, model_name: str, trust_pickle: bool = False,
+                         revision: str | None = None) -> dict[str, Any]:
+    """Fine-tuning's start: load the weights ``spec`` names into ``model`` (the recipe's ``model_name``, already
+    built for the data's classes), strictly but for the classifier. When the classes differ, the classifier is
+    re-initialised as the paper initialises a fully-connected layer (weights N(0, 0.01), bias 0; section 2.1).
+
+    The architecture comes from the recipe; where the spec names one (a run folder's recipe, an exported or Hub
+    folder's config, a tag, ``ARCH@FILE``) it must be the same network, compared through the one name mapping
+    (:func:`.models.portable_architecture`), else a :class:`WeightsError`. Returns what the run's summary and
+    model card record: the spec, its kind, the source architecture, its revision (``hf-hub:``) and the SHA-256 of
+    the weights loaded, and what happened to the classifier."""
+    ws = parse_weights_spec(spec, revision=revision)
+    if ws.kind == "run":
+        folder = RunFolder(ws.path)
+        source_arch = folder.recipe_data()[0]["model"]["name"]
+        state = load_weights(folder.best_or_last_weights()[1])
+    elif ws.kind == "file":
+        source_arch = ws.arch or model_name
+        state = read_weights_file(ws.path, trust_pickle)
+    else:
+        try:
+            with torch.random.fork_rng(devices=[]):  # building the source model draws nothing from the run's RNG
+                source = _pretrained(ws, trust_pickle)
+        except TimmTricksError:
+            raise
+        except Exception as err:  # no network, no cache, no such repo: one line
+            raise WeightsSpecError(spec, f"cannot load it ({type(err).__name__}: "
+                                         f"{str(err).splitlines()[0] if str(err) else ''})") from None
+        source_arch = source.pretrained_cfg.get("architecture") or ws.arch or model_name
+        state = source.state_dict()
+    _check_same_network(spec, source_arch, model_name)
+    head = (getattr(model, "pretrained_cfg", None) or {}).get("classifier") or "fc"
+    head_keys = [k for k in state if k == head or k.startswith(head + ".")]
+    own = model.state_dict()
+    reinit = any(k in own and own[k].shape != state[k].shape for k in head_keys)
+    if reinit:
+        state = {k: v for k, v in state.items() if k not in head_keys}
+    other_shape = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in state
+                   if k in own and own[k].shape != state[k].shape]
+    if other_shape:
+        raise WeightsError(f"weights '{spec}' do not fit {model_name}: other shapes for {', '.join(other_shape[:3])}"
+                           f"{' ...' if len(other_shape) > 3 else ''}; give weights of the same architecture as "
+                           "model.name")
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not (reinit and (k == head or k.startswith(head + ".")))]
+    if missing or unexpected:
+        raise WeightsError(f"weights '{spec}' do not fit {model_name}: "
+                           + (f"missing {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}" if missing else "")
+                           + ("; " if missing and unexpected else "")
+                           + (f"unexpected {', '.join(unexpected[:4])}{' ...' if len(unexpected) > 4 else ''}"
+                              if unexpected else "")
+                           + "; give weights of the same architecture as model.name")
+    classifier = "loaded"
+    if reinit:
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if name == head or name.startswith(head + "."):
+                    param.normal_(0.0, 0.01) if param.dim() > 1 else param.zero_()
+        classifier = f"re-initialised N(0, 0.01) for {_head_classes(model, head)} classes"
+    return {"spec": spec, "kind": ws.kind, "architecture": source_arch,
+            "revision": ws.revision if ws.kind == "hf-hub" else None, "weights_sha256": state_sha256(state),
+            "classifier": classifier}
+
+
+def _check_same_network(spec: str, source_arch: str, model_name: str) -> None:
+    """``source_arch`` and ``model_name`` rebuild the same network (our names mapped to timm's)."""
+    def key(name: str) -> tuple[str, tuple]:
+        portable = portable_architecture(name)
+        return portable.architecture, tuple(sorted(portable.model_args.items()))
+
+    if key(source_arch) != key(model_name):
+        raise WeightsError(f"weights '{spec}' are for {source_arch}, the recipe's model.name is {model_name}: set "
+                           f"--set model.name={source_arch} or give weights of {model_name}")
+
+
+def _head_classes(model: nn.Module, head: str) -> int:
+    return getattr(model, "num_classes", None) or dict(model.named_parameters())[f"{head}.weight"].shape[0]
 
 
 def _pretrained(ws: WeightsSpec, trust_pickle: bool) -> nn.Module:

@@ -245,11 +245,18 @@ def _results(run: _Run, portable: Portable, dataset: tuple[str, str], weights_sh
                     "ema": run.tag.endswith("_ema"), "chosen": run.chosen},
         "top1": run.scores[0], "top5": run.scores[1], "best_top1": run.summary.get("best_top1"),
         "epochs_run": len(run.metrics), "num_classes": run.summary["num_classes"],
-        "classes": run.summary.get("classes"),
+        "classes": run.summary.get("classes"), "fine_tuned_from": run.summary.get("pretrained"),
         "dataset": {"id": dataset[0], "name": dataset[1], "split": d["val_split"], "input_size": d["input_size"]},
         "metrics": run.metrics, "trained_with": run.summary.get("versions", {}),
         "exported_with": {"timm-tricks": __version__, "timm": timm.__version__},
     }
+
+
+def _source_line(source: Mapping[str, Any]) -> str:
+    """Where a fine-tuned model started: the weights spec, its revision, the SHA-256 of the weights loaded."""
+    return (f"`{source['spec']}` ({source['kind']}, architecture `{source['architecture']}`"
+            + (f", revision `{source['revision']}`" if source.get("revision") else "")
+            + f"), weights SHA-256 `{source['weights_sha256']}`; classifier {source['classifier']}")
 
 
 def build_model_card(results: Mapping[str, Any], *, repo_id: str | None = None, license: str = "apache-2.0",
@@ -297,6 +304,7 @@ def build_model_card(results: Mapping[str, Any], *, repo_id: str | None = None, 
         "Results": {"top-1": _pct(results["top1"]), "top-5": _pct(results["top5"]),
                     "weights": f"{w['checkpoint']}.safetensors of epoch {w['epoch']} of {results['epochs_run']}"},
         "Exported weights": f"`{w['checkpoint']}`: {kind}" + (f"; {w['chosen']}" if w.get("chosen") else ""),
+        **({"Fine-tuned from": _source_line(results["fine_tuned_from"])} if results.get("fine_tuned_from") else {}),
         "Papers": {"Bag of Tricks for Image Classification with Convolutional Neural Networks":
                    "https://arxiv.org/abs/1812.01187"},
         "Trained with": dict(results["trained_with"]),

@@ -60,6 +60,8 @@ class Task(Protocol):
     weights_meta: Sequence[str]
     #: evaluate every this many epochs (and after the last)
     eval_every: int
+    #: where fine-tuning started (written to the run folder's pretrained.json), or None
+    pretrained_source: dict[str, Any] | None
 
     def data(self, data_dir: str | None, pipeline: "Pipeline", *, progress: bool) -> TaskData: ...
 

@@ -96,9 +96,12 @@ class ClassificationTask:
     eval_every = 1
 
     def __init__(self, recipe: Recipe, *, demo: bool = False, scan_data: bool = True,
-                 skip_bad_images: bool = False) -> None:
+                 skip_bad_images: bool = False, trust_pickle: bool = False) -> None:
         self.recipe, self.demo, self.scan_data, self.skip_bad_images = recipe, demo, scan_data, skip_bad_images
+        self.trust_pickle = trust_pickle
         self._data: TaskData | None = None
+        #: where fine-tuning started (:func:`tricks_registry.weights.load_pretrained_into`'s record), else None
+        self.pretrained_source: dict[str, Any] | None = None
 
     # ---- data and model
     def data(self, data_dir: str | None, pipeline: Pipeline, *, progress: bool) -> TaskData:
@@ -121,7 +124,9 @@ class ClassificationTask:
         return len(data.classes)
 
     def build_model(self, pipeline: Pipeline, num_classes: int, *, load_weights: bool) -> nn.Module:
-        return build_classifier(self.recipe, pipeline, num_classes)
+        model, self.pretrained_source = build_classifier(self.recipe, pipeline, num_classes, load_weights=load_weights,
+                                                         trust_pickle=self.trust_pickle)
+        return model
 
     def param_groups(self, model: nn.Module, pipeline: Pipeline, weight_decay: float) -> list[dict[str, Any]]:
         return parameter_groups(model, pipeline, weight_decay)

@@ -46,6 +46,8 @@ class TransferTask:
     loss_parts: tuple[str, ...] = ()
     weights_meta: tuple[str, ...] = ()
 
+    #: fine-tuning's starting weights are the backbone's, recorded in the summary (``backbone_weights``)
+    pretrained_source = None
     #: convert BatchNorm to SyncBatchNorm (statistics over the global batch) when trained on several GPUs
     sync_batchnorm = False
 

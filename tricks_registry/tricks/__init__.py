@@ -3,6 +3,7 @@ from . import (  # noqa: F401  (imported for their registrations)
     augmentations,
     control,
     efficiency,
+    finetune,
     initialisation,
     losses,
     mixing,
