@@ -33,7 +33,7 @@ KINDS = {
     "dict": st.dictionaries(identifiers, st.integers(0, 9), min_size=1, max_size=2),
 }
 ACCEPTS = {str: {"str"}, int: {"int"}, bool: {"bool"}, list: {"list"}, dict: {"dict"}, float: {"int", "float"},
-           (int, float): {"int", "float"}}
+           (int, float): {"int", "float"}, (bool, str): {"bool", "str"}}
 TYPED_KEYS = [((section, key), types) for section, spec in SCHEMA.items() if isinstance(spec, dict)
               and section in ("model", "data", "train") for key, (types, _) in spec.items()]
 TYPED_KEYS += [((key,), spec[0]) for key, spec in SCHEMA.items()
