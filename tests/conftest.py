@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -39,3 +41,17 @@ def cifar_subset(tmp_path_factory) -> Path:
     if not CIFAR_TAR.is_file():
         pytest.skip(f"no CIFAR-10 archive at {CIFAR_TAR}")
     return _extract_subset(tmp_path_factory.mktemp("cifar10"), {"train": 12, "test": 6})
+
+
+def wait_for(pattern: str, root: Path, proc: subprocess.Popen, timeout: float = 300) -> Path:
+    """The first path under ``root`` matching ``pattern`` once a running ``proc`` (a training run) writes it; fails
+    with the run's stderr when the run ends first, or after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = sorted(root.glob(pattern))
+        if found:
+            return found[0]
+        if proc.poll() is not None:
+            raise AssertionError(f"the run ended before {pattern} appeared: {proc.stderr.read()[-3000:]}")
+        time.sleep(0.02)
+    raise AssertionError(f"{pattern} never appeared")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import wait_for
 from tricks_registry.cli import train as cli_train
 from tricks_registry.recipe import list_recipes, resolve
 from tricks_registry.run_folder import RunFolder
@@ -131,18 +132,6 @@ SCALED = ["--set=model.name=resnet18_v1d", "--set=data.input_size=32", "--set=da
           "--set=train.epochs=2", "--set=tricks.amp=null"]
 
 
-def _wait_for(pattern: str, root: Path, proc: subprocess.Popen, timeout: float = 900) -> Path:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = sorted(root.glob(pattern))
-        if found:
-            return found[0]
-        if proc.poll() is not None:
-            raise AssertionError(f"the demo ended before {pattern} appeared: {proc.stderr.read()[-3000:]}")
-        time.sleep(0.05)
-    raise AssertionError(f"{pattern} never appeared")
-
-
 @pytest.mark.slow
 def test_the_demo_killed_mid_run_resumes_with_the_teacher_it_trained(tmp_path: Path):
     pytest.importorskip("mlxtend")
@@ -152,7 +141,7 @@ def test_the_demo_killed_mid_run_resumes_with_the_teacher_it_trained(tmp_path: P
            str(out), "--device", "cpu", "--no-progress", "--recovery-interval", "10", *SCALED]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        _wait_for("resnet50d_all-v*/checkpoints/step-*.json", out, proc)  # the teacher is done, the student saved
+        wait_for("resnet50d_all-v*/checkpoints/step-*.json", out, proc, timeout=900)  # the teacher is done, the student saved
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=60)
     finally:

@@ -10,13 +10,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import wait_for
 from tricks_registry import checkpoint as ckpt
 from tricks_registry.checkpoint import CheckpointError, latest_checkpoint, load_weights, resumable_checkpoints, \
     save_checkpoint, save_weights
@@ -78,18 +78,6 @@ def assert_same_run(a: Path, b: Path) -> None:
     assert ma == mb  # epoch, train loss (summed over the resumed epoch too), lr, val loss
     sum_a, sum_b = (json.loads((p / "summary.json").read_text()) for p in (a, b))
     assert sum_a["rank_checksums"] == sum_b["rank_checksums"]
-
-
-def wait_for(path_glob: str, root: Path, proc: subprocess.Popen, timeout: float = 300) -> Path:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = sorted(root.glob(path_glob))
-        if found:
-            return found[0]
-        if proc.poll() is not None:
-            raise AssertionError(f"the run ended before {path_glob} appeared: {proc.stderr.read()[-2000:]}")
-        time.sleep(0.02)
-    raise AssertionError(f"{path_glob} never appeared")
 
 
 def test_sigkill_mid_epoch_then_resume_gives_identical_weights(cifar_subset, uninterrupted, tmp_path):

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import wait_for
 from test_transfer import COMMON, SCALED_DOWN, make_ade20k
 from tricks_registry.checkpoint import load_checkpoint, resumable_checkpoints
 
@@ -42,19 +43,6 @@ def run(cmd: list[str]) -> subprocess.CompletedProcess:
 def only_run(out: Path) -> Path:
     (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
     return run_dir
-
-
-def wait_for(pattern: str, root: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if sorted(root.glob(pattern)):
-            return
-        if proc.poll() is not None:
-            raise AssertionError(f"the run ended before {pattern} appeared: {proc.stderr.read()[-2000:]}")
-        time.sleep(0.02)
-    raise AssertionError(f"{pattern} never appeared")
 
 
 def assert_same_run(a: Path, b: Path) -> None:
