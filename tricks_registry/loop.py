@@ -13,12 +13,13 @@ fields; the components come from :func:`.build.build_components`.
 """
 from __future__ import annotations
 
+import contextlib
 import platform
 import signal
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import timm
@@ -35,24 +36,32 @@ from .checkpoint import atomic_write_png, latest_checkpoint, resumable_checkpoin
 from .data import ResumableSampler
 from .distributed import DistInfo, agree_flags, gather, mean_over_processes, say, unwrap_model
 from .errors import CheckpointError, TrainingError, TrainingStopped
-from .recipe import Recipe
+from .recipe import BatchPlan, Recipe
 from .run_folder import CURVES_FILE, LR_SCHEDULE_FILE, RunFolder
 from .tasks import Task
 from .tricks.finetune import apply_freeze
 from .tricks.schedules import lr_sequence
 
-__all__ = ["fit", "LoopData", "backward_update", "model_checksum", "run_summary", "SignalStop"]
+__all__ = ["fit", "LoopData", "global_batches", "optimizer_step", "backward_update", "model_checksum", "run_summary", "SignalStop"]
 
 
 @dataclass
 class LoopData:
     """The loaders of a run: training (through a :class:`~.data.ResumableSampler`) and validation (this
-    process's share), and the per-process batch size."""
+    process's share), the per-process batch of one forward pass, and how many of them make one optimizer step
+    (gradient accumulation; :func:`.recipe.batch_plan`)."""
 
     train_loader: DataLoader
     sampler: ResumableSampler
     val_loader: DataLoader
     batch_size: int
+    accumulation: int = 1
+    plan: BatchPlan | None = None
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps per epoch: whole global batches only (a trailing part of one is left out)."""
+        return len(self.train_loader) // self.accumulation
 
 
 def fit(task: Task, components: Components, run: RunFolder, data: LoopData, env: DistInfo, *,
@@ -64,7 +73,7 @@ def fit(task: Task, components: Components, run: RunFolder, data: LoopData, env:
     grad scaler skipped."""
     c, recipe = components, components.recipe
     train_cfg = recipe.data["train"]
-    dev, epochs, steps_per_epoch = env.device, train_cfg["epochs"], len(data.train_loader)
+    dev, epochs, steps_per_epoch, accumulation = env.device, train_cfg["epochs"], data.steps_per_epoch, data.accumulation
     model = c.model
     if env.distributed:
         model = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None,
@@ -148,36 +157,45 @@ def fit(task: Task, components: Components, run: RunFolder, data: LoopData, env:
         for epoch in range(start_epoch, epochs):
             data.sampler.set_epoch(epoch)
             first_step = start_step if epoch == start_epoch else 0
-            data.sampler.start_at(first_step * data.batch_size)
+            data.sampler.start_at(first_step * data.batch_size * accumulation)
             model.train()
             apply_freeze(unwrap_model(model), c.runtime.freeze, epoch)  # fine-tuning: the head alone first
             sums_so_far, seen, elapsed = totals if first_step else ([0.0] * len(loss_fields), 0, 0.0)
             sums = torch.tensor(sums_so_far, device=dev, dtype=torch.float64)
             started = time.perf_counter() - elapsed
-            bar = tqdm(data.train_loader, desc=f"epoch {epoch + 1}/{epochs}", disable=not (progress and env.is_main),
+            bar = tqdm(global_batches(data.train_loader, accumulation, steps_per_epoch - first_step),
+                       desc=f"epoch {epoch + 1}/{epochs}", disable=not (progress and env.is_main),
                        dynamic_ncols=True, leave=False, total=steps_per_epoch, initial=first_step)
-            for step, batch in enumerate(bar, start=first_step):
-                batch = task.to_device(batch, dev)
-                losses = task.training_losses(model, batch, c)
-                loss = losses["loss"].detach()
+            for step, micro_batches in enumerate(bar, start=first_step):
+                # one optimizer step over `accumulation` micro-batches; DDP all-reduces the last one's gradients only
+                c.optimizer.zero_grad(set_to_none=True)
+                step_loss = torch.zeros((), device=dev)
+                step_sums = torch.zeros_like(sums)
+                for i, batch in enumerate(micro_batches):
+                    batch = task.to_device(batch, dev)
+                    last = i + 1 == accumulation
+                    with model.no_sync() if env.distributed and not last else contextlib.nullcontext():
+                        losses = task.training_losses(model, batch, c)
+                        total = losses["loss"] if accumulation == 1 else losses["loss"] / accumulation
+                        c.scaler.scale(total).backward()
+                    n = task.batch_size(batch)
+                    step_loss = step_loss + total.detach().float()
+                    parts = [losses[f].detach() for f in task.loss_parts]
+                    step_sums += torch.stack([losses["loss"].detach(), *parts]).double() * n
+                    seen += n
+                loss = step_loss
                 finite = torch.isfinite(loss)
                 if not c.scaler.is_enabled():  # note the first non-finite loss; checked below without a host sync
                     first = ~finite & (nonfinite_at < 0)
                     nonfinite_at = torch.where(first, num_updates + 1, nonfinite_at)
                     nonfinite_loss = torch.where(first, loss.float(), nonfinite_loss)
-                skipped_steps += backward_update(losses["loss"], model=model, optimizer=c.optimizer, scaler=c.scaler,
-                                                 grad_clip=train_cfg["grad_clip"])
+                skipped_steps += optimizer_step(model=model, optimizer=c.optimizer, scaler=c.scaler,
+                                                grad_clip=train_cfg["grad_clip"], device=dev)
                 num_updates += 1
                 c.scheduler.step_update(num_updates)
                 if c.ema is not None:
                     c.ema.update(unwrap_model(model), step=num_updates)
-                n = task.batch_size(batch)
-                values = torch.stack([losses[f].detach() for f in task.loss_parts]).double() if task.loss_parts \
-                    else None
-                sums[0] += torch.where(finite, loss.double() * n, 0.0)  # skipped steps left out, no host sync
-                if values is not None:
-                    sums[1:] += torch.where(finite, values * n, 0.0)
-                seen += n
+                sums += torch.where(finite, step_sums, 0.0)  # skipped steps left out, no host sync
                 save_now = recovery_interval > 0 and num_updates % recovery_interval == 0
                 log_now = step % train_cfg["log_every"] == 0
                 if log_now or save_now or step + 1 == steps_per_epoch:
@@ -240,23 +258,47 @@ def fit(task: Task, components: Components, run: RunFolder, data: LoopData, env:
     return int(skipped_steps)
 
 
-def backward_update(loss: torch.Tensor, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    scaler: torch.amp.GradScaler, grad_clip: float | None = None) -> torch.Tensor:
-    """Backward and optimizer step through the grad scaler (a no-op unless fp16), with optional gradient
-    clipping. Returns 1 when fp16's scaler skipped the step for inf/NaN gradients, else 0, as a tensor on the
-    loss's device (no host sync)."""
-    optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
+def global_batches(loader: Iterable[Any], accumulation: int, steps: int) -> Iterator[list[Any]]:
+    """The loader's micro-batches in groups of ``accumulation`` (one optimizer step each), at most ``steps``
+    groups; a trailing incomplete group is left out (as ``drop_last`` leaves out a partial batch)."""
+    group: list[Any] = []
+    if steps <= 0:
+        return
+    for batch in loader:
+        group.append(batch)
+        if len(group) == accumulation:
+            yield group
+            group = []
+            steps -= 1
+            if steps == 0:
+                return
+
+
+def optimizer_step(*, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                   grad_clip: float | None = None, device: torch.device) -> torch.Tensor:
+    """The optimizer step on the gradients accumulated so far, through the grad scaler (a no-op unless fp16;
+    it unscales, steps and updates once per optimizer step, however many micro-batches were accumulated), with
+    optional gradient clipping. Returns 1 when fp16's scaler skipped the step for inf/NaN gradients, else 0, as
+    a tensor on ``device`` (no host sync)."""
     if grad_clip:
         scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     if not scaler.is_enabled():
         scaler.step(optimizer)
-        return torch.zeros((), dtype=torch.long, device=loss.device)
+        return torch.zeros((), dtype=torch.long, device=device)
     before = scaler._scale.clone()  # the scale only falls when the step was skipped (read on the device)
     scaler.step(optimizer)
     scaler.update()
     return (scaler._scale < before).long().reshape(())
+
+
+def backward_update(loss: torch.Tensor, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    scaler: torch.amp.GradScaler, grad_clip: float | None = None) -> torch.Tensor:
+    """Backward and optimizer step of one whole batch (no accumulation): :func:`optimizer_step` after the
+    backward pass. Returns 1 when fp16's scaler skipped the step, else 0 (a tensor, no host sync)."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    return optimizer_step(model=model, optimizer=optimizer, scaler=scaler, grad_clip=grad_clip, device=loss.device)
 
 
 class SignalStop:
@@ -299,13 +341,15 @@ def model_checksum(model: torch.nn.Module) -> str:
     return state_sha256(state_dict_for_save(model))
 
 
-def run_summary(recipe: Recipe, rows: list[dict[str, Any]], env: DistInfo, *, batch_size: int, lr: float,
+def run_summary(recipe: Recipe, rows: list[dict[str, Any]], env: DistInfo, *, plan: BatchPlan, lr: float,
                 device: torch.device, checksums: list[str], **fields: Any) -> dict[str, Any]:
     """A run's ``summary.json``: the recipe, its hash and lineage, the task's own ``fields``, the epochs run and
-    the last metrics row, the batch split and LR, every process's weight checksum and the software versions."""
+    the last metrics row, the batch split (processes x device batch x accumulation steps) and LR, every
+    process's weight checksum and the software versions."""
     return {"recipe": f"{recipe.name}@{recipe.version}", "recipe_sha256": recipe.sha256, "lineage": recipe.lineage,
             **fields, "epochs_run": len(rows), "final": rows[-1] if rows else None, "world_size": env.world_size,
-            "global_batch_size": recipe.data["train"]["global_batch_size"], "per_device_batch_size": batch_size,
+            "global_batch_size": plan.global_batch, "per_device_batch_size": plan.device_batch,
+            "accumulation_steps": plan.accumulation,
             "lr": lr, "device": str(device), "rank_checksums": checksums,
             "versions": {"timm-tricks": __version__, "torch": torch.__version__, "timm": timm.__version__,
                          "python": platform.python_version()}}

@@ -39,7 +39,7 @@ from .errors import RecipeError
 
 __all__ = [
     "RecipeError", "Recipe", "SCHEMA", "recipe_dir", "list_recipes", "find_recipe_file", "load_file",
-    "resolve", "parse_override", "apply_overrides", "per_device_batch", "recipe_hash", "lock_entries", "plain",
+    "resolve", "parse_override", "apply_overrides", "per_device_batch", "BatchPlan", "batch_plan", "recipe_hash", "lock_entries", "plain",
 ]
 
 LOCK_FILE = "recipes.lock"
@@ -560,6 +560,41 @@ def per_device_batch(recipe: Recipe | Mapping[str, Any], world_size: int) -> int
                           f"set train.global_batch_size to a multiple of {world_size}",
                           key="train.global_batch_size")
     return global_batch // world_size
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchPlan:
+    """How a recipe's global batch is made: ``processes`` x ``device_batch`` images per forward pass, times
+    ``accumulation`` micro-batches per optimizer step (gradient accumulation)."""
+
+    global_batch: int
+    processes: int
+    device_batch: int
+    accumulation: int
+
+    def describe(self) -> str:
+        """``1024 = 2 processes x 32 images x 16 accumulation steps`` (or without the last part when 1)."""
+        text = f"{self.global_batch} = {self.processes} x {self.device_batch}"
+        return text + (f" x {self.accumulation} accumulated" if self.accumulation > 1 else "")
+
+
+def batch_plan(recipe: Recipe | Mapping[str, Any], world_size: int, device_batch: int | None = None) -> BatchPlan:
+    """The recipe's global batch on ``world_size`` processes: each process takes ``device_batch`` images per
+    forward pass (default: its whole share, ``global / world_size``) and accumulates ``global / (world_size x
+    device_batch)`` of them per optimizer step. The global batch, and so the LR, warmup and schedule (which
+    count optimizer steps), do not change; anything that does not divide is an error."""
+    per_process = per_device_batch(recipe, world_size)
+    if device_batch is None:
+        device_batch = per_process
+    if device_batch < 1 or per_process % device_batch:
+        divisors = [d for d in range(1, per_process + 1) if per_process % d == 0]
+        near = sorted(divisors, key=lambda d: abs(d - max(device_batch, 1)))[:3]
+        raise RecipeError(f"--device-batch {device_batch}: each of the {world_size} process(es) takes "
+                          f"{per_process} images of the global batch of "
+                          f"{per_process * world_size} per step, which {device_batch} does not divide; "
+                          f"use a divisor of {per_process} (e.g. {', '.join(map(str, sorted(near)))})")
+    return BatchPlan(global_batch=per_process * world_size, processes=world_size, device_batch=device_batch,
+                     accumulation=per_process // device_batch)
 
 
 def lock_entries() -> dict[str, str]:

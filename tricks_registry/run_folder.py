@@ -31,7 +31,7 @@ from .errors import CheckpointError, RecipeError
 from .recipe import Recipe, recipe_hash
 
 __all__ = ["RunFolder", "RECIPE_FILE", "RECIPE_HASH_FILE", "METRICS_FILE", "SUMMARY_FILE", "BAD_IMAGES_FILE",
-           "PRETRAINED_FILE", "CURVES_FILE", "LR_SCHEDULE_FILE", "CHECKPOINTS_DIR", "WEIGHT_TAGS", "is_run_folder", "run_folder_name"]
+           "PRETRAINED_FILE", "BATCH_FILE", "CURVES_FILE", "LR_SCHEDULE_FILE", "CHECKPOINTS_DIR", "WEIGHT_TAGS", "is_run_folder", "run_folder_name"]
 
 RECIPE_FILE = "recipe.yaml"
 RECIPE_HASH_FILE = "recipe.sha256"
@@ -39,6 +39,7 @@ METRICS_FILE = "metrics.csv"
 SUMMARY_FILE = "summary.json"
 BAD_IMAGES_FILE = "bad_images.txt"
 PRETRAINED_FILE = "pretrained.json"
+BATCH_FILE = "batch.json"
 CURVES_FILE = "curves.png"
 LR_SCHEDULE_FILE = "lr_schedule.png"
 CHECKPOINTS_DIR = "checkpoints"
@@ -107,6 +108,15 @@ class RunFolder:
         """A fine-tuned run's starting weights (``pretrained.json``), else None."""
         path = self.file(PRETRAINED_FILE)
         return json.loads(path.read_text()) if path.is_file() else None
+
+    def write_batch_split(self, plan: Mapping[str, Any]) -> None:
+        """How the global batch is split (processes, device batch, accumulation): a resume keeps it."""
+        atomic_write_text(self.file(BATCH_FILE), json.dumps(dict(plan), indent=2) + "\n")
+
+    def batch_split(self) -> dict[str, Any]:
+        """The run's batch split (``batch.json``), or {} for a run that predates it."""
+        path = self.file(BATCH_FILE)
+        return json.loads(path.read_text()) if path.is_file() else {}
 
     def write_summary(self, summary: Mapping[str, Any]) -> None:
         atomic_write_text(self.file(SUMMARY_FILE), json.dumps(summary, indent=2) + "\n")

@@ -9,6 +9,7 @@ the recipe's global batch is split over the processes).
 """
 from __future__ import annotations
 
+import dataclasses
 import random
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from .distributed import DistInfo, gather, init_distributed, say, unwrap_model
 from .errors import CheckpointError, DataError
 from .loop import LoopData, fit, model_checksum, run_summary
 from .models import check_model_name
-from .recipe import Recipe, per_device_batch
+from .recipe import Recipe, batch_plan
 from .run_folder import RunFolder, run_folder_name
 from .tasks import TaskData, task_for_recipe
 
@@ -34,7 +35,7 @@ __all__ = ["train", "make_loaders"]
 def train(recipe: Recipe, *, data_dir: str | None, output: str | Path, device: str | None = None,
           resume: str | Path | None = None, demo: bool = False, teacher: str | None = None,
           progress: bool = True, recovery_interval: int = 0, scan_data: bool = True,
-          skip_bad_images: bool = False, trust_pickle: bool = False) -> Path:
+          skip_bad_images: bool = False, trust_pickle: bool = False, device_batch: int | None = None) -> Path:
     """Train ``recipe``; returns the run folder (the same on every process).
 
     ``recovery_interval`` > 0 also saves a resumable checkpoint every that many optimizer steps (timm's
@@ -43,13 +44,22 @@ def train(recipe: Recipe, *, data_dir: str | None, output: str | Path, device: s
     same weights as a run that was never stopped. ``scan_data`` decodes every image first (a bad one stops
     the run before it starts, or with ``skip_bad_images`` is left out and counted); ``trust_pickle`` lets the
     distillation teacher and fine-tuning's ``model.pretrained`` load from a pickled (non-safetensors) file.
-    ``demo``, ``teacher``, the scan and ``trust_pickle`` are for classification recipes.
+    ``demo``, ``teacher``, the scan and ``trust_pickle`` are for classification recipes. ``device_batch``
+    (default: the whole share of each process) is how many images one forward pass takes: the rest of the
+    recipe's global batch is accumulated (:func:`.recipe.batch_plan`); it is a run option, not part of the
+    recipe or its hash, and a resumed run keeps the one it started with.
     """
     env = init_distributed(device)
     seed = recipe.data["train"]["seed"]
     random.seed(seed + env.rank), np.random.seed(seed + env.rank), torch.manual_seed(seed + env.rank)
     if recipe.data.get("task", "classification") == "classification":
         check_model_name(recipe.data["model"]["name"])  # before any data is read
+    if resume:  # the batch split is the run's own: a resumed run continues with it, to stay exact
+        kept = RunFolder(Path(resume)).batch_split().get("device_batch")
+        if kept is not None and device_batch not in (None, kept):
+            say(env, f"--device-batch {device_batch} ignored: {resume} continues with its own device batch {kept}")
+        device_batch = kept if kept is not None else device_batch
+    batch_plan(recipe, env.world_size, device_batch)  # a batch that does not split fails before any data is read
     task = task_for_recipe(recipe, env=env, demo=demo, scan_data=scan_data, skip_bad_images=skip_bad_images,
                            trust_pickle=trust_pickle)
     pipeline = recipe_pipeline(recipe)
@@ -59,9 +69,9 @@ def train(recipe: Recipe, *, data_dir: str | None, output: str | Path, device: s
     if task_data.bad_images:
         say(env, f"data: left out {len(task_data.bad_images)} unreadable image(s) (--skip-bad-images); "
                  "they are listed in the run folder's bad_images.txt")
-    loaders = make_loaders(task_data, recipe, env)
+    loaders = make_loaders(task_data, recipe, env, device_batch=device_batch)
     components = build_components(recipe, num_classes=task.num_classes(task_data), device=env.device,
-                                  steps_per_epoch=len(loaders.train_loader), task=task, pipeline=pipeline,
+                                  steps_per_epoch=loaders.steps_per_epoch, task=task, pipeline=pipeline,
                                   teacher=teacher, trust_pickle=trust_pickle, load_weights=not resume)
 
     # ---- the run folder: a new one, or the one to resume
@@ -72,9 +82,10 @@ def train(recipe: Recipe, *, data_dir: str | None, output: str | Path, device: s
             run.write_bad_images(task_data.bad_images)
         if task.pretrained_source:
             run.write_pretrained(task.pretrained_source)
+        run.write_batch_split(dataclasses.asdict(loaders.plan))
     cfg = recipe.data
     say(env, f"recipe {recipe.name}@{recipe.version} sha256={recipe.sha256[:16]} | {env.world_size} process(es), "
-             f"batch {cfg['train']['global_batch_size']} = {env.world_size} x {loaders.batch_size}, "
+             f"batch {loaders.plan.describe()}, "
              f"lr {components.lr:g} | {task.describe()} | run folder {run.path}")
 
     skipped_steps = fit(task, components, run, loaders, env, resume=bool(resume), progress=progress,
@@ -86,7 +97,7 @@ def train(recipe: Recipe, *, data_dir: str | None, output: str | Path, device: s
         rows = run.metrics()
         scored = [r[task.best_metric] for r in rows if r.get(task.best_metric) is not None]
         best_key = f"best_{task.best_metric}"
-        summary = run_summary(recipe, rows, env, batch_size=loaders.batch_size, lr=components.lr, device=env.device,
+        summary = run_summary(recipe, rows, env, plan=loaders.plan, lr=components.lr, device=env.device,
                               checksums=checksums, **task.summary_fields(), **{best_key: max(scored, default=None)},
                               skipped_steps=skipped_steps, pretrained=run.pretrained())
         run.write_summary(summary)
@@ -100,12 +111,14 @@ def train(recipe: Recipe, *, data_dir: str | None, output: str | Path, device: s
     return run.path
 
 
-def make_loaders(task_data: TaskData, recipe: Recipe, env: DistInfo) -> LoopData:
+def make_loaders(task_data: TaskData, recipe: Recipe, env: DistInfo, *, device_batch: int | None = None) -> LoopData:
     """The training loader (each sample's augmentation seeded from (seed, epoch, index), so identical after a
-    resume whatever the workers; this process's share of the shuffled data; whole batches only) and the
-    validation loader (every ``world_size``-th image from this rank)."""
+    resume whatever the workers; this process's share of the shuffled data; whole batches only; micro-batches of
+    ``device_batch`` when the global batch is accumulated) and the validation loader (every ``world_size``-th
+    image from this rank)."""
     data_cfg, seed = recipe.data["data"], recipe.data["train"]["seed"]
-    batch_size = per_device_batch(recipe, env.world_size)
+    plan = batch_plan(recipe, env.world_size, device_batch)
+    batch_size = plan.device_batch
     sampler = ResumableSampler(task_data.train, num_replicas=env.world_size, rank=env.rank, seed=seed)
     loader_args = dict(num_workers=data_cfg["workers"], pin_memory=env.device.type == "cuda",
                        persistent_workers=data_cfg["workers"] > 0, collate_fn=task_data.collate)
@@ -114,10 +127,11 @@ def make_loaders(task_data: TaskData, recipe: Recipe, env: DistInfo) -> LoopData
     val_set = task_data.val
     val_loader = DataLoader(Subset(val_set, range(env.rank, len(val_set), env.world_size)),
                             batch_size=task_data.val_batch_size or batch_size, shuffle=False, **loader_args)
-    if len(train_loader) == 0:
-        raise DataError(f"data: {len(task_data.train)} training images make no batch of {batch_size} per process; "
+    if len(train_loader) < plan.accumulation:
+        raise DataError(f"data: {len(task_data.train)} training images make no global batch of {plan.global_batch}; "
                         "lower train.global_batch_size")
-    return LoopData(train_loader=train_loader, sampler=sampler, val_loader=val_loader, batch_size=batch_size)
+    return LoopData(train_loader=train_loader, sampler=sampler, val_loader=val_loader, batch_size=batch_size,
+                    accumulation=plan.accumulation, plan=plan)
 
 
 def _open_run_folder(recipe: Recipe, output: str | Path, resume: str | Path | None, env: DistInfo) -> RunFolder:

@@ -56,6 +56,10 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                    help="fine-tune from these weights (the recipe's model.pretrained): a timm tag "
                         "(resnet50_v1d.gluon_in1k), hf-hub:ORG/NAME[@REV], local-dir:DIR, a run folder or "
                         "ARCH@FILE.safetensors; another class count re-initialises the classifier")
+    p.add_argument("--device-batch", type=int, metavar="N",
+                   help="images per forward pass on each process; the rest of the recipe's global batch is "
+                        "accumulated (global = processes x N x accumulation steps; the LR and schedule do not "
+                        "change; BatchNorm sees N images). Default: the whole per-process share")
     p.add_argument("--trust-pickle", action="store_true",
                    help="also load a teacher's pickle weights (.pth/.bin/.pt); unpickling can run code: only for "
                         "files you trust (default: safetensors only)")
@@ -91,7 +95,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     run_dir = train(recipe, data_dir=args.data_dir, output=args.output, device=args.device, resume=args.resume,
                     demo=demo, teacher=teacher, progress=not args.no_progress, recovery_interval=args.recovery_interval,
                     scan_data=not args.no_scan, skip_bad_images=args.skip_bad_images,
-                    trust_pickle=args.trust_pickle)
+                    trust_pickle=args.trust_pickle, device_batch=args.device_batch)
     push_after_train(args, run_dir)
     return 0
 
