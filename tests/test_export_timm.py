@@ -14,7 +14,7 @@ import torch
 import yaml
 
 from tricks_registry.cli import main as cli_main
-from tricks_registry.export.timm_args import export_timm_args
+from tricks_registry.export.timm_args import CARRY_KEY, export_timm_args
 from tricks_registry.parts import compose, parts_from_config
 from tricks_registry.recipe import RecipeError, list_recipes, resolve
 from tricks_registry.tricks.schedules import lr_sequence
@@ -91,7 +91,7 @@ def test_every_published_recipe_exports_only_train_py_dests():
         text = export_timm_args(recipe)
         cfg = yaml.safe_load(text)
         assert isinstance(cfg, dict) and cfg, name
-        unknown = set(cfg) - TIMM_TRAIN_DESTS
+        unknown = set(cfg) - TIMM_TRAIN_DESTS - {CARRY_KEY}   # the one key for `tricks recipe import`
         assert not unknown, f"{name}: not train.py arguments: {sorted(unknown)}"
         assert f"recipe {name}@{version}" in text and recipe.sha256 in text
         assert "torchrun --nproc_per_node 1 train.py -c FILE --data-dir DIR" in text
@@ -136,8 +136,9 @@ def test_batch_size_is_per_process_and_lr_follows_the_global_batch():
     assert "torchrun --nproc_per_node 8 train.py -c FILE --data-dir DIR" in text8
     assert "PER PROCESS" in text8
     cfg1, _ = _export("resnet50d_all", nproc=1)
-    assert {k: v for k, v in cfg8.items() if k != "batch_size"} == \
-        {k: v for k, v in cfg1.items() if k != "batch_size"}
+    assert {k: v for k, v in cfg8.items() if k not in ("batch_size", CARRY_KEY)} == \
+        {k: v for k, v in cfg1.items() if k not in ("batch_size", CARRY_KEY)}
+    assert cfg8[CARRY_KEY]["nproc"] == 8 and cfg1[CARRY_KEY]["nproc"] == 1
 
 
 @pytest.mark.parametrize("nproc", [3, 5, 2048])
@@ -362,7 +363,8 @@ def test_paper_warmup_form_is_a_note_and_timms_form_none():
     _, v2 = _export("resnet50d_all@2")
     assert not any("form 'paper'" in n for n in _notes(v1))
     assert sum("linear_warmup: form 'paper'" in n for n in _notes(v2)) == 1
-    strip = lambda t: [l for l in t.splitlines() if "form 'paper'" not in l and "resnet50d" not in l
+    strip = lambda t: [l for l in t.split(f"\n# --- {CARRY_KEY}")[0].splitlines()   # the flags, not the carried recipe
+                       if "form 'paper'" not in l and "resnet50d" not in l
                        and "sha256" not in l and "recipe" not in l]
     assert strip(v1) == strip(v2)   # the same train.py flags: timm has one ramp
 
@@ -384,7 +386,7 @@ def test_what_timm_cannot_do_is_one_comment_line_each():
                   "early_stopping", "ic_layer", "random_rotation", "constant_warmup", "pca_lighting"):
         assert sum(trick in n.split(":")[0] for n in notes) == 1, (trick, notes)
     assert cfg["sched"] == "constant" and cfg["opt"] == "sgd"
-    assert set(cfg) <= TIMM_TRAIN_DESTS
+    assert set(cfg) - {CARRY_KEY} <= TIMM_TRAIN_DESTS
     # constant warmup: timm ramps linearly from the same starting LR
     assert cfg["warmup_epochs"] == 5 and math.isclose(cfg["warmup_lr"], 0.1 * 0.4)
 
@@ -404,7 +406,7 @@ def test_optional_runtime_tricks_map_to_train_py_flags():
     assert cfg["reprob"] == 0.25 and cfg["remode"] == "rand"
     assert cfg["aa"] == "rand-m9-mstd0.5" and cfg["drop"] == 0.3
     assert cfg["clip_grad"] == 5.0 and cfg["clip_mode"] == "norm"
-    assert set(cfg) <= TIMM_TRAIN_DESTS
+    assert set(cfg) - {CARRY_KEY} <= TIMM_TRAIN_DESTS
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -422,3 +424,77 @@ def test_cli_export(capsys, tmp_path):
     assert cli_main(["recipe", "export", "resnet50d_all", "--format", "timm-args", "--nproc", "3"]) == 2
     err = capsys.readouterr().err
     assert "does not split over 3 processes" in err and "Traceback" not in err
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the export and import run without timm: their static tables, checked against model_tweaks and timm here
+def test_train_py_defaults_table_has_every_dest():
+    from tricks_registry.export.timm_import import MAPPED_FLAGS, TIMM_TRAIN_DEFAULTS
+
+    assert set(TIMM_TRAIN_DEFAULTS) == TIMM_TRAIN_DESTS
+    assert {k: TIMM_TRAIN_DEFAULTS[k] for k in TRAIN_PY_DEFAULTS} == TRAIN_PY_DEFAULTS
+    assert MAPPED_FLAGS <= TIMM_TRAIN_DESTS
+
+
+def test_static_names_of_our_variants_are_model_tweaks_and_timms():
+    """portable_name (no timm) answers as model_tweaks' TIMM_EQUIVALENT, its variant_args and timm's pretrained
+    tags say, and our_variant_name inverts it."""
+    import timm
+    from model_tweaks.resnet_tweaks import TIMM_EQUIVALENT, variant_args
+    from timm.models import get_pretrained_cfg
+
+    from tricks_registry.models import VARIANT_DEPTHS, our_variant_name, portable_name
+
+    def hosted(name: str) -> bool:
+        try:
+            return get_pretrained_cfg(name, allow_unregistered=False) is not None
+        except RuntimeError:
+            return False
+
+    assert sorted(TIMM_EQUIVALENT) == sorted(f"resnet{d}_v1{v}" for d in VARIANT_DEPTHS for v in "abcd")
+    for arch, native in TIMM_EQUIVALENT.items():
+        depth, variant = int(arch[6:].split("_")[0]), arch[-1]
+        stem = {k: v for k, v in variant_args(depth, variant).items() if k in ("stem_type", "stem_width", "avg_down")}
+        portable = portable_name(arch)
+        if native is not None:
+            assert (portable.architecture, dict(portable.model_args), portable.plugin_module) == (native, {}, None)
+        elif variant == "c":
+            assert (portable.architecture, dict(portable.model_args)) == (f"resnet{depth}", stem)
+            assert timm.is_model(f"resnet{depth}") and not timm.is_model(f"resnet{depth}c")
+        else:
+            assert (portable.architecture, portable.plugin_module) == (arch, "model_tweaks")
+        for tag in ("gluon_in1k", "tricks_in1k"):
+            tagged = portable_name(f"{arch}.{tag}")
+            if portable.plugin_module is None and hosted(f"{portable.architecture}.{tag}"):
+                assert tagged.name == f"{portable.architecture}.{tag}", (arch, tag)
+            else:
+                assert (tagged.name, tagged.plugin_module) == (f"{arch}.{tag}", "model_tweaks"), (arch, tag)
+        if portable.plugin_module is None:   # timm's name (+ its arguments) reads back as ours
+            back = our_variant_name(portable.name, {**portable.model_args, "zero_init_last": False})
+            assert back == ((arch if variant != "a" else f"resnet{depth}_v1b"), {"zero_init_last": False}), arch
+
+
+def test_timm_resnets_table_is_timms_resnet_module():
+    """is_timm_resnet (no timm) says what timm's registry says: the architectures of its resnet module (which
+    take zero_init_last) and our variants, and no other timm model."""
+    import timm
+    from timm.models import is_model_in_modules
+
+    from tricks_registry.models import TIMM_RESNETS, is_timm_resnet
+
+    module = set(timm.list_models(module="resnet"))
+    missing = module - TIMM_RESNETS
+    assert not missing, f"timm {timm.__version__} has ResNets that models.TIMM_RESNETS lacks: {sorted(missing)}"
+    for name in timm.list_models() + [f"resnet{d}_v1{v}" for d in (18, 50) for v in "ad"]:
+        assert is_timm_resnet(name) == is_model_in_modules(name, ["resnet", "resnet_tweaks"]), name
+
+
+def test_the_export_carries_the_recipe_in_one_key():
+    cfg, text = _export("resnet50d_all", nproc=8)
+    carried = cfg[CARRY_KEY]
+    recipe = resolve("resnet50d_all")
+    assert carried["recipe"] == "resnet50d_all@2" and carried["sha256"] == recipe.sha256 and carried["nproc"] == 8
+    assert [next(iter(t)) for t in carried["values"]["tricks"]] == list(recipe.data["tricks"])   # in order
+    assert carried["values"]["train"] == recipe.data["train"] and "lineage" not in carried["values"]
+    assert list(cfg)[-1] == CARRY_KEY   # the last key, after every train.py dest
+    assert CARRY_KEY not in yaml.safe_load(export_timm_args(recipe, carry=False))

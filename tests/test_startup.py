@@ -47,11 +47,38 @@ def warm_cache(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("argv", [["--help"], ["--version"], ["recipe", "list"], ["recipe", "show", "resnet50d_cosine"],
                                   ["recipe", "show", "resnet50d_all", "--resolved"],
                                   ["recipe", "diff", "resnet50d_cosine", "resnet50d_all"], ["list"],
-                                  ["show", "distillation"], ["train", "--help"]])
+                                  ["show", "distillation"], ["train", "--help"],
+                                  ["recipe", "export", "resnet50d_all"],
+                                  ["recipe", "export", "resnet50_baseline", "--nproc", "8"],
+                                  ["recipe", "export", "mobilenet_all", "--set", "model.name=resnet18_v1c"]])
 def test_commands_that_only_print_import_neither_torch_nor_timm(argv: list[str], warm_cache: Path):
     rc, out, heavy = _run_cli(argv, warm_cache)
     assert rc == 0, out
     assert heavy == [], f"tricks {' '.join(argv)} imported {heavy}"
+
+
+def test_recipe_export_to_a_file_and_import_import_neither_torch_nor_timm(warm_cache: Path, tmp_path: Path):
+    """`tricks recipe export ... --out` and `tricks recipe import` (of the export, and of a timm run's args.yaml
+    without the carried recipe), then `tricks recipe diff` of the file, without torch or timm (issue 17's
+    leftover: the model names come from a static table, checked against timm in tests/test_export_timm.py)."""
+    import yaml
+
+    config = tmp_path / "run" / "config.yaml"
+    rc, out, heavy = _run_cli(["recipe", "export", "resnet50d_all", "--nproc", "8", "--out", str(config)], warm_cache)
+    assert rc == 0 and heavy == [], out
+    rc, out, heavy = _run_cli(["recipe", "import", str(config), "--name", "myrun", "--out",
+                               str(tmp_path / "myrun.yaml")], warm_cache)
+    assert rc == 0 and "every flag agrees" in out and heavy == [], out
+    args = yaml.safe_load(config.read_text())
+    del args["timm_tricks"]
+    args.update(model="resnet50", model_kwargs={}, device_modules=None, lr=None, drop_path=0.05, aug_repeats=3)
+    (tmp_path / "args.yaml").write_text(yaml.safe_dump(args))
+    rc, out, heavy = _run_cli(["recipe", "import", str(tmp_path / "args.yaml"), "--name", "timm_run", "--out",
+                               str(tmp_path / "timm_run.yaml"), "--nproc", "8"], warm_cache)
+    assert rc == 0 and heavy == [], out
+    rc, out, heavy = _run_cli(["recipe", "diff", str(tmp_path / "timm_run.yaml"), "resnet50d_all", "--values"],
+                              warm_cache)
+    assert rc == 0 and '"resnet50_v1b"' in out and heavy == [], out
 
 
 def test_tricks_train_help_imports_neither_torch_nor_timm(tmp_path: Path):

@@ -1,4 +1,4 @@
-"""``tricks list``, ``tricks show`` (the trick catalogue), ``tricks recipe list|show|diff|export`` and
+"""``tricks list``, ``tricks show`` (the trick catalogue), ``tricks recipe list|show|diff|export|import`` and
 ``tricks lr-find``."""
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from ..errors import DataError, TimmTricksError
 from ..recipe import find_recipe_file, list_recipes, resolve
 from ..registry import get_trick, list_tricks
 
-# ``lr-find`` and ``recipe export`` import what they run (torch, timm) inside their commands.
+# ``lr-find`` imports what it runs (torch, timm) inside its command; ``recipe export`` and ``recipe import`` need
+# neither (tests/test_startup.py checks it).
 
 __all__ = ["add_commands", "cmd_list", "cmd_show", "cmd_recipe", "cmd_lr_find", "recipe_diff", "plain_text"]
 
@@ -40,7 +41,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_lr_find)
-    p = sub.add_parser("recipe", help="list, show, diff and export recipes")
+    p = sub.add_parser("recipe", help="list, show, diff, export and import recipes")
     rsub = p.add_subparsers(dest="recipe_cmd", required=True)
     rsub.add_parser("list", help="every published recipe version with its hash")
     q = rsub.add_parser("show", help="a recipe as written, or --resolved")
@@ -48,9 +49,11 @@ def add_commands(sub: Any) -> None:
     q.add_argument("--resolved", action="store_true")
     q.add_argument("--json", action="store_true")
     q.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    q = rsub.add_parser("diff", help="what differs between two resolved recipes")
+    q = rsub.add_parser("diff", help="what differs between two resolved recipes (names or recipe files)")
     q.add_argument("a")
     q.add_argument("b")
+    q.add_argument("--values", action="store_true",
+                   help="leave out the bookkeeping keys (name, version, description, reference, lineage)")
     q = rsub.add_parser("export", help="a config file for another trainer")
     q.add_argument("name")
     q.add_argument("--format", choices=["timm-args"], default="timm-args")
@@ -58,6 +61,14 @@ def add_commands(sub: Any) -> None:
                    help="processes timm's train.py will run on: its batch_size is per process (default 1)")
     q.add_argument("--out", help="write here instead of stdout")
     q.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    q = rsub.add_parser("import", help="a recipe from a timm train.py run's args.yaml (or a timm-args export)")
+    q.add_argument("args_yaml", metavar="ARGS.yaml")
+    q.add_argument("--name", required=True, help="the new recipe's name (version 1)")
+    q.add_argument("--nproc", type=int, default=None,
+                   help="processes the run had (args.yaml does not record it): global batch = batch_size x N x "
+                        "grad_accum_steps (default: the export's, else 1)")
+    q.add_argument("--out", help="the recipe file to write (default: NAME.yaml here)")
+    q.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     p.set_defaults(func=cmd_recipe)
 
 
@@ -155,24 +166,47 @@ def cmd_recipe(args: argparse.Namespace) -> int:
         return 0
     if args.recipe_cmd == "diff":
         a, b = resolve(args.a), resolve(args.b)
-        lines = recipe_diff(a.data, b.data)
+        if args.values:
+            from ..export.timm_args import BOOKKEEPING_KEYS
+
+            lines = recipe_diff(*({k: v for k, v in r.data.items() if k not in BOOKKEEPING_KEYS} for r in (a, b)))
+        else:
+            lines = recipe_diff(a.data, b.data)
         for line in lines:
             print(line)
         if not lines:
             print(f"{args.a} and {args.b} resolve to the same recipe (sha256 {a.sha256[:12]})")
         return 0
     if args.recipe_cmd == "export":
-        from ..checkpoint import atomic_write_text
-        from ..export.timm_args import export_timm_args
+        from ..export.timm_args import export_timm_args, write_text_atomic
 
         text = export_timm_args(resolve(args.name, args.overrides), world_size=args.nproc)
         if args.out:
-            atomic_write_text(args.out, text)
+            write_text_atomic(args.out, text)
             print(f"wrote {args.out}")
         else:
             print(text, end="")
         return 0
-    raise TimmTricksError("tricks recipe: choose list, show, diff or export")
+    if args.recipe_cmd == "import":
+        return _recipe_import(args)
+    raise TimmTricksError("tricks recipe: choose list, show, diff, export or import")
+
+
+def _recipe_import(args: argparse.Namespace) -> int:
+    """``tricks recipe import ARGS.yaml --name NAME``: write the recipe, print what was mapped, dropped, noted."""
+    from ..export.timm_import import import_timm_args, write_imported_recipe
+
+    out = Path(args.out or f"{args.name}.yaml")
+    if out.exists() and not args.force:
+        raise TimmTricksError(f"{out}: exists already; pass --force to overwrite it (or --out PATH)")
+    result = import_timm_args(args.args_yaml, name=args.name, nproc=args.nproc)
+    write_imported_recipe(result, out, force=args.force)
+    for line in result.summary_lines():
+        print(line)
+    other = result.carried.split(" ")[0] if result.carried else "resnet50d_all"
+    print(f"wrote {out}: recipe {args.name}@1 (sha256 {result.recipe.sha256[:12]}); compare it with a published "
+          f"recipe: tricks recipe diff {out} {other} --values")
+    return 0
 
 
 def _first_sentence(text: str, limit: int = 90) -> str:

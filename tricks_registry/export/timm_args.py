@@ -12,26 +12,47 @@ the recipe's own sections (model, data, batch, LR, seed) and asks each part of t
 train.py expresses it (``export_timm``, see :class:`~tricks_registry.parts.TimmArgs`); a part that answers
 ``None`` has no equivalent there. What ``train.py`` cannot express goes in a comment block at the top, one line
 each.
+
+One key is not a ``train.py`` dest: :data:`CARRY_KEY` (``timm_tricks``) holds the source recipe's identity and its
+values (:data:`VALUE_KEYS`), so that ``tricks recipe import`` (:mod:`.timm_import`) gives back exactly this recipe.
+``train.py``'s ``parser.set_defaults(**cfg)`` sets it on its namespace like any default, no option reads it, and
+``train.py`` writes it into the run's ``args.yaml`` with the rest, so the import works on a finished timm run too.
+
+Nothing here imports torch or timm: model names are mapped by :func:`~tricks_registry.models.portable_name`.
 """
 from __future__ import annotations
 
 import math
+import os
+import tempfile
+from pathlib import Path
 from typing import Any, Mapping
 
-import model_tweaks  # noqa: F401  (registers the _v1a/_v1b/... names so that timm knows them)
 import yaml
 
-from ..models import portable_architecture
+from ..errors import TimmTricksError
+from ..models import TORCHVISION_PREFIX, TIMM_RESNETS, is_timm_resnet, portable_name
 from ..parts import (LabelSmoothing, ModelTransform, ParamPolicy, Pipeline, TimmArgs, TimmContext,
                      batch_mixers_timm_args, compose, parts_from_config, sample_transforms_timm_args)
 from ..recipe import Recipe, RecipeError, per_device_batch, plain
 from ..tricks.optimizers import default_optimizer
 from ..tricks.schedules import default_schedule
 
-__all__ = ["export_timm_args", "TIMM_TRAIN_PY_REF"]
+__all__ = ["export_timm_args", "timm_args_values", "carried_values", "write_text_atomic", "TIMM_TRAIN_PY_REF",
+           "CARRY_KEY", "CARRY_FORMAT", "VALUE_KEYS", "BOOKKEEPING_KEYS"]
 
 #: the timm ``train.py`` whose argument names this exporter writes
 TIMM_TRAIN_PY_REF = "huggingface/pytorch-image-models@aa4b5850 (timm 1.0.29.dev0)"
+
+#: the one key of the export that is not a train.py dest: the source recipe, for ``tricks recipe import``
+CARRY_KEY = "timm_tricks"
+#: the version of what :data:`CARRY_KEY` holds (:func:`carried_values`)
+CARRY_FORMAT = 1
+#: the sections of a resolved recipe that say what is trained; :data:`CARRY_KEY` carries them
+VALUE_KEYS = ("task", "model", "data", "train", "tricks", "demo")
+#: the keys of a resolved recipe that say what it is called and where it comes from, not what it trains: an imported
+#: recipe has its own (``derived`` is computed from the values, and equal when they are)
+BOOKKEEPING_KEYS = ("name", "version", "description", "reference", "lineage")
 
 # model.kwargs that train.py passes to create_model itself: they must go to their own flag, since the same
 # name in model_kwargs would reach create_model twice (TypeError)
@@ -100,44 +121,29 @@ def _ask(part: Any, ctx: TimmContext, out: _Out) -> TimmArgs:
 # ----------------------------------------------------------------------------------------------------------
 # model
 def _timm_model_name(name: str, out: _Out) -> tuple[str, bool]:
-    """timm's name for ``name`` (the one mapping, :func:`~tricks_registry.models.portable_architecture`, that the
-    Hub export uses too) and whether it needs the model_tweaks plugin imported. Where timm rebuilds our network
-    only with extra arguments (ResNet-18/34-C: timm's resnet with the deep stem), :func:`_timm_model_args` gives
-    them, for ``model_kwargs``."""
-    import timm  # here: `tricks recipe export` of a recipe whose model needs no mapping starts without timm
-
-    if name.startswith("torchvision:"):
+    """timm's name for ``name`` (the one mapping of :mod:`~tricks_registry.models`, which the Hub export uses too;
+    :func:`~tricks_registry.models.portable_name` answers without timm) and whether it needs the model_tweaks
+    plugin imported. Where timm
+    rebuilds our network only with extra arguments (ResNet-18/34-C: timm's resnet with the deep stem),
+    :func:`_timm_model_args` gives them, for ``model_kwargs``."""
+    if name.startswith(TORCHVISION_PREFIX):
         tv = name.split(":", 1)[1]
-        if timm.is_model(tv):
+        if tv in TIMM_RESNETS:
             out.note(f"model '{name}': timm's train.py builds timm models only; exported timm's '{tv}' (the timm "
                      f"implementation and its initialisation, not torchvision's)")
-            return tv, False
-        out.note(f"model '{name}': timm's train.py builds timm models only and timm has no '{tv}'; "
-                 f"train.py will fail at create_model")
-        return name, False
-    try:
-        portable = portable_architecture(name)
-    except RecipeError:  # a name timm does not know: train.py will say so
-        return name, False
+        else:
+            out.note(f"model '{name}': timm's train.py builds timm models only; exported the name '{tv}', and "
+                     f"train.py will fail at create_model if timm has no such model")
+        return tv, False
+    portable = portable_name(name)
     return portable.name, portable.plugin_module == "model_tweaks"
 
 
 def _timm_model_args(name: str) -> dict[str, Any]:
     """The ``model_kwargs`` that make timm's architecture for ``name`` our network (see :func:`_timm_model_name`)."""
-    try:
-        return dict(portable_architecture(name).model_args)
-    except RecipeError:  # torchvision, or a name timm does not know
+    if name.startswith(TORCHVISION_PREFIX):
         return {}
-
-
-def _is_timm_resnet(name: str) -> bool:
-    from timm.models import get_arch_name, is_model_in_modules  # start-up time, as above
-
-    base = get_arch_name(name)
-    try:
-        return bool(is_model_in_modules(base, ["resnet", "resnet_tweaks"]))
-    except Exception:  # noqa: BLE001 - an unknown name is simply not a timm ResNet
-        return False
+    return dict(portable_name(name).model_args)
 
 
 def _model(data: Mapping[str, Any], pipeline: Pipeline, ctx: TimmContext, needs_plugin: bool, out: _Out) -> None:
@@ -263,7 +269,8 @@ def _runtime(data: Mapping[str, Any], pipeline: Pipeline, out: _Out) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------
-def export_timm_args(recipe: Recipe, *, world_size: int = 1, num_classes: int | None = None) -> str:
+def export_timm_args(recipe: Recipe, *, world_size: int = 1, num_classes: int | None = None,
+                     carry: bool = True) -> str:
     """A YAML config for timm's ``train.py -c FILE`` that trains ``recipe`` on ``world_size`` processes.
 
     ``batch_size`` is per process (``global_batch_size / world_size``, which must divide); ``lr`` is the
@@ -271,7 +278,32 @@ def export_timm_args(recipe: Recipe, *, world_size: int = 1, num_classes: int | 
     (``model.kwargs.num_classes``), else none: a part that needs K (the paper's label smoothing) then assumes
     ImageNet's 1000 and says so. Raises :class:`~tricks_registry.recipe.RecipeError` if the batch does not
     split or the recipe is not an image-classification recipe.
+
+    With ``carry`` (the default) the file ends with :data:`CARRY_KEY`: the recipe's identity and values
+    (:func:`carried_values`), which ``tricks recipe import`` reads back.
     """
+    out = _build(recipe, world_size, num_classes)
+    return _render(recipe, world_size, out, carried_values(recipe, world_size) if carry else None)
+
+
+def timm_args_values(recipe: Recipe, *, world_size: int = 1, num_classes: int | None = None) -> dict[str, Any]:
+    """What :func:`export_timm_args` writes, as data: train.py dest -> value (no comments, no notes, no
+    :data:`CARRY_KEY`)."""
+    return _build(recipe, world_size, num_classes).values()
+
+
+def carried_values(recipe: Recipe, world_size: int = 1) -> dict[str, Any]:
+    """What :data:`CARRY_KEY` holds: the format, the recipe's ``name@version`` and SHA-256, the number of processes
+    the file was exported for, and the recipe's :data:`VALUE_KEYS` sections as resolved (bookkeeping and
+    ``derived`` left out: the importer derives them again). The tricks are a list of ``{name: params}`` in the
+    recipe's order (the order they apply in within a stage): train.py writes args.yaml with sorted keys."""
+    values = {k: plain(recipe.data[k]) for k in VALUE_KEYS if k in recipe.data}
+    values["tricks"] = [{name: params} for name, params in values.get("tricks", {}).items()]
+    return {"format": CARRY_FORMAT, "recipe": f"{recipe.name}@{recipe.version}", "sha256": recipe.sha256,
+            "nproc": world_size, "values": values}
+
+
+def _build(recipe: Recipe, world_size: int, num_classes: int | None) -> _Out:
     data = recipe.data
     if data.get("task", "classification") != "classification":
         raise RecipeError(f"task '{data.get('task')}': timm's train.py trains image classifiers only",
@@ -296,7 +328,7 @@ def export_timm_args(recipe: Recipe, *, world_size: int = 1, num_classes: int | 
         k, k_source = recipe_classes, "the recipe's model.kwargs.num_classes"
     else:
         k, k_source = None, ""
-    ctx = TimmContext(model=timm_name, timm_resnet=_is_timm_resnet(timm_name), lr=recipe.lr,
+    ctx = TimmContext(model=timm_name, timm_resnet=is_timm_resnet(timm_name), lr=recipe.lr,
                       epochs=data["train"]["epochs"], warmup=pipeline.warmup, timm_model=timm_model,
                       num_classes=k, num_classes_source=k_source)
     _model(data, pipeline, ctx, needs_plugin, out)
@@ -308,10 +340,10 @@ def export_timm_args(recipe: Recipe, *, world_size: int = 1, num_classes: int | 
     order = {id(part): i for i, part in enumerate(parts)}
     for part in sorted(out.unexpressed, key=lambda part: order[id(part)]):
         out.note(f"{part.trick or type(part).__name__}: no timm train.py equivalent; not exported")
-    return _render(recipe, world_size, out)
+    return out
 
 
-def _render(recipe: Recipe, world_size: int, out: _Out) -> str:
+def _render(recipe: Recipe, world_size: int, out: _Out, carried: Mapping[str, Any] | None) -> str:
     data = recipe.data
     lines = [
         f"# timm train.py config for recipe {recipe.name}@{recipe.version}, exported by timm-tricks",
@@ -328,6 +360,9 @@ def _render(recipe: Recipe, world_size: int, out: _Out) -> str:
         f"# keys are train.py argparse dests ({TIMM_TRAIN_PY_REF}); train.py applies them with "
         f"parser.set_defaults, so command-line flags still override them.",
     ]
+    if carried is not None:
+        lines.append(f"# the last key, {CARRY_KEY}, is no train.py option: it carries the recipe for "
+                     f"`tricks recipe import ARGS.yaml` (train.py keeps it, unused, and writes it to its args.yaml)")
     if out.notes:
         lines.append("#")
         lines.append("# not expressible in timm's train.py (what this file does instead):")
@@ -340,4 +375,31 @@ def _render(recipe: Recipe, world_size: int, out: _Out) -> str:
         if comment:
             lines.append(f"# {comment}")
         lines.append(f"{key}: {_flow(value)}")
+    if carried is not None:
+        lines += ["", f"# --- {CARRY_KEY}: the source recipe ({carried['recipe']}) for `tricks recipe import`; "
+                      f"train.py does not read it"]
+        lines.append(yaml.safe_dump({CARRY_KEY: plain(carried)}, sort_keys=False, default_flow_style=None,
+                                    width=110).rstrip("\n"))
     return "\n".join(lines) + "\n"
+
+
+def write_text_atomic(path: str | Path, text: str, *, overwrite: bool = True) -> Path:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename, so that the file is
+    never seen half-written; with ``overwrite`` false an existing file is a :class:`TimmTricksError`. (The
+    checkpoint module's writer imports torch; this one does not.)"""
+    path = Path(path)
+    if not overwrite and path.exists():
+        raise TimmTricksError(f"{path}: exists already; pass --force to overwrite it")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError as err:
+        raise TimmTricksError(f"{path}: cannot write it: {err.strerror or err}") from None
+    return path
