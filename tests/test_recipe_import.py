@@ -101,6 +101,23 @@ def test_export_then_import_gives_back_every_recipe(tmp_path, nproc):
         assert import_timm_args(config, name="myrun").world_size == nproc
 
 
+def test_device_batch_exports_grad_accum_steps_and_comes_back(tmp_path):
+    """``--device-batch 32`` on 2 processes: train.py gets batch_size 32 and grad_accum_steps 16 (1024 = 2 x 32 x
+    16), and the import counts them back into the global batch, with or without the carried recipe."""
+    source = resolve("resnet50d_all")
+    config = tmp_path / "acc.yaml"
+    config.write_text(export_timm_args(source, world_size=2, device_batch=32))
+    flags = yaml.safe_load(config.read_text())
+    assert (flags["batch_size"], flags["grad_accum_steps"]) == (32, 16)
+    assert values(import_timm_args(config, name="myrun").recipe) == values(source)
+    del flags[CARRY_KEY]
+    bare = tmp_path / "bare.yaml"
+    bare.write_text(yaml.safe_dump(flags))
+    assert import_timm_args(bare, name="myrun", nproc=2).recipe.data["train"]["global_batch_size"] == 1024
+    with pytest.raises(RecipeError, match="--device-batch 48"):
+        export_timm_args(source, world_size=2, device_batch=48)
+
+
 def test_the_flags_alone_rebuild_what_train_py_expresses(tmp_path):
     """Without the carried recipe (a run timm started from its own flags), the imported recipe exports back to
     every flag of the file, and holds the values timm can express."""

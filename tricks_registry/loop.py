@@ -14,12 +14,13 @@ fields; the components come from :func:`.build.build_components`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import platform
 import signal
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import timm
@@ -36,6 +37,7 @@ from .checkpoint import atomic_write_png, latest_checkpoint, resumable_checkpoin
 from .data import ResumableSampler
 from .distributed import DistInfo, agree_flags, gather, mean_over_processes, say, unwrap_model
 from .errors import CheckpointError, TrainingError, TrainingStopped
+from .loggers import RunLoggers
 from .recipe import BatchPlan, Recipe
 from .run_folder import CURVES_FILE, LR_SCHEDULE_FILE, RunFolder
 from .tasks import Task
@@ -65,12 +67,14 @@ class LoopData:
 
 
 def fit(task: Task, components: Components, run: RunFolder, data: LoopData, env: DistInfo, *,
-        resume: bool = False, progress: bool = True, recovery_interval: int = 0) -> int:
+        resume: bool = False, progress: bool = True, recovery_interval: int = 0, log: Sequence[str] = ()) -> int:
     """Train ``components`` on ``task`` for the recipe's epochs, writing into ``run`` (resumed from its newest
     good checkpoint with ``resume``). Raises :class:`~.errors.TrainingError` on a non-finite loss (naming the
     last good checkpoint), :class:`~.errors.TrainingStopped` after saving on SIGTERM / SIGINT and
-    :class:`~.errors.CheckpointError` when a checkpoint cannot be written. Returns the number of fp16 steps the
-    grad scaler skipped."""
+    :class:`~.errors.CheckpointError` when a checkpoint cannot be written. ``log`` names run loggers
+    (:mod:`.loggers`: tensorboard, mlflow, wandb; the main process logs the recipe, the LR and loss every
+    ``log_every`` steps, every metrics row and the curves). Returns the number of fp16 steps the grad scaler
+    skipped."""
     c, recipe = components, components.recipe
     train_cfg = recipe.data["train"]
     dev, epochs, steps_per_epoch, accumulation = env.device, train_cfg["epochs"], data.steps_per_epoch, data.accumulation
@@ -147,12 +151,18 @@ def fit(task: Task, components: Components, run: RunFolder, data: LoopData, env:
         return TrainingStopped(f"{stopper.name}: saved {path}; continue with --resume {run.path}",
                                signum=stopper.signum)
 
+    loggers = RunLoggers(log, run.path, run_name=run.path.name, enabled=env.is_main, resume=resume,
+                         start_step=num_updates + 1 if resume else None)
+    loggers.log_config(recipe.name, recipe.version, recipe.sha256, recipe.data,
+                       extra={"world_size": env.world_size, **(dataclasses.asdict(data.plan) if data.plan else {})})
+
     # ---- epochs: train, evaluate, save
     nonfinite_at = torch.tensor(-1, device=dev)  # the update whose loss was first NaN/Inf (-1: none)
     nonfinite_loss = torch.tensor(0.0, device=dev)
     skipped_steps = torch.tensor(skipped, device=dev)  # fp16 steps the grad scaler skipped
     stopper = SignalStop()
     c.scheduler.step_update(num_updates)
+    status = "failed"  # how the loggers' runs end
     try:
         for epoch in range(start_epoch, epochs):
             data.sampler.set_epoch(epoch)
@@ -202,8 +212,9 @@ def fit(task: Task, components: Components, run: RunFolder, data: LoopData, env:
                     stop_now = check()  # a non-finite loss stops the run here; a signal stops it after the save
                     if env.is_main and log_now:
                         rate = seen * env.world_size / (time.perf_counter() - started)
-                        bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{c.optimizer.param_groups[0]['lr']:.3g}",
-                                        img_s=f"{rate:.0f}")
+                        lr_now, loss_now = c.optimizer.param_groups[0]["lr"], loss.item()
+                        bar.set_postfix(loss=f"{loss_now:.3f}", lr=f"{lr_now:.3g}", img_s=f"{rate:.0f}")
+                        loggers.log_step(num_updates, {"lr": lr_now, "loss": loss_now})
                     if stop_now or save_now:
                         path = save(epoch, step + 1, False, sums, seen, time.perf_counter() - started)
                     if stop_now:
@@ -245,6 +256,9 @@ def fit(task: Task, components: Components, run: RunFolder, data: LoopData, env:
                     if ema_improved:
                         _write_or_raise(save_weights, run.weights_file("best_ema"), c.ema.module, ema_meta)
                 plot_run(run, recipe, task, c, steps_per_epoch)
+                loggers.log_epoch(epoch + 1, row)
+                for png in (CURVES_FILE, *((LR_SCHEDULE_FILE,) if epoch == start_epoch else ())):  # the LR plot once
+                    loggers.log_artifact(run.file(png))
                 tqdm.write(f"epoch {epoch + 1}/{epochs}: loss {row['train_loss']:.4f}  {task.scores(row)}  "
                            f"{row['images_per_s']:.1f} img/s  ({epoch_s:.0f} s)")
             path = save(epoch, steps_per_epoch, True, sums, seen, epoch_s, stopped_early=bool(stop))
@@ -253,8 +267,13 @@ def fit(task: Task, components: Components, run: RunFolder, data: LoopData, env:
             if stop:
                 say(env, f"early stopping after epoch {epoch + 1}: no improvement of {c.early_stopping.metric}")
                 break
+        status = "finished"
+    except (KeyboardInterrupt, TrainingStopped):
+        status = "killed"
+        raise
     finally:
         stopper.restore()
+        loggers.close(status)
     return int(skipped_steps)
 
 

@@ -59,6 +59,9 @@ def add_commands(sub: Any) -> None:
     q.add_argument("--format", choices=["timm-args"], default="timm-args")
     q.add_argument("--nproc", type=int, default=1,
                    help="processes timm's train.py will run on: its batch_size is per process (default 1)")
+    q.add_argument("--device-batch", type=int, metavar="N",
+                   help="images per forward pass on each process; the rest of the global batch becomes timm's "
+                        "grad_accum_steps (as tricks-train --device-batch)")
     q.add_argument("--out", help="write here instead of stdout")
     q.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     q = rsub.add_parser("import", help="a recipe from a timm train.py run's args.yaml (or a timm-args export)")
@@ -180,7 +183,8 @@ def cmd_recipe(args: argparse.Namespace) -> int:
     if args.recipe_cmd == "export":
         from ..export.timm_args import export_timm_args, write_text_atomic
 
-        text = export_timm_args(resolve(args.name, args.overrides), world_size=args.nproc)
+        text = export_timm_args(resolve(args.name, args.overrides), world_size=args.nproc,
+                                device_batch=args.device_batch)
         if args.out:
             write_text_atomic(args.out, text)
             print(f"wrote {args.out}")

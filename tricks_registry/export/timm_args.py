@@ -34,7 +34,7 @@ from ..errors import TimmTricksError
 from ..models import TORCHVISION_PREFIX, TIMM_RESNETS, is_timm_resnet, portable_name
 from ..parts import (LabelSmoothing, ModelTransform, ParamPolicy, Pipeline, TimmArgs, TimmContext,
                      batch_mixers_timm_args, compose, parts_from_config, sample_transforms_timm_args)
-from ..recipe import Recipe, RecipeError, per_device_batch, plain
+from ..recipe import Recipe, RecipeError, batch_plan, per_device_batch, plain
 from ..tricks.optimizers import default_optimizer
 from ..tricks.schedules import default_schedule
 
@@ -212,14 +212,21 @@ def _data(data: Mapping[str, Any], pipeline: Pipeline, ctx: TimmContext, out: _O
 
 # ----------------------------------------------------------------------------------------------------------
 # optimisation
-def _optimisation(recipe: Recipe, pipeline: Pipeline, ctx: TimmContext, world_size: int, out: _Out) -> None:
+def _optimisation(recipe: Recipe, pipeline: Pipeline, ctx: TimmContext, world_size: int, out: _Out,
+                  device_batch: int | None = None) -> None:
     train = recipe.data["train"]
     global_batch = train["global_batch_size"]
-    batch = per_device_batch(recipe, world_size)
+    plan = batch_plan(recipe, world_size, device_batch)
     out.section("optimisation")
-    out.set("batch_size", batch,
-            f"PER PROCESS: global batch {global_batch} / {world_size} process(es); torchrun's --nproc_per_node "
-            f"must be {world_size} (re-export with --nproc N for another count)")
+    if plan.accumulation == 1:
+        out.set("batch_size", plan.device_batch,
+                f"PER PROCESS: global batch {global_batch} / {world_size} process(es); torchrun's --nproc_per_node "
+                f"must be {world_size} (re-export with --nproc N for another count)")
+    else:
+        out.set("batch_size", plan.device_batch,
+                f"PER PROCESS AND FORWARD PASS: global batch {plan.describe()} (processes x batch_size x "
+                f"grad_accum_steps); torchrun's --nproc_per_node must be {world_size}")
+        out.set("grad_accum_steps", plan.accumulation, "the rest of the global batch, accumulated (--device-batch)")
     out.set("lr", recipe.lr, f"for the global batch {global_batch} (train.py rescales only when lr is unset)")
     out.set("weight_decay", train["weight_decay"])
     out.add(_ask(pipeline.optimizer or default_optimizer(), ctx, out))
@@ -270,10 +277,12 @@ def _runtime(data: Mapping[str, Any], pipeline: Pipeline, out: _Out) -> None:
 
 # ----------------------------------------------------------------------------------------------------------
 def export_timm_args(recipe: Recipe, *, world_size: int = 1, num_classes: int | None = None,
-                     carry: bool = True) -> str:
+                     carry: bool = True, device_batch: int | None = None) -> str:
     """A YAML config for timm's ``train.py -c FILE`` that trains ``recipe`` on ``world_size`` processes.
 
-    ``batch_size`` is per process (``global_batch_size / world_size``, which must divide); ``lr`` is the
+    ``batch_size`` is per process (``global_batch_size / world_size``, which must divide), or with
+    ``device_batch`` that many images per forward pass and train.py's ``grad_accum_steps`` for the rest (as
+    ``tricks-train --device-batch``: :func:`~tricks_registry.recipe.batch_plan`); ``lr`` is the
     recipe's, for the global batch. ``num_classes`` is the data's class count K where known; else the recipe's
     (``model.kwargs.num_classes``), else none: a part that needs K (the paper's label smoothing) then assumes
     ImageNet's 1000 and says so. Raises :class:`~tricks_registry.recipe.RecipeError` if the batch does not
@@ -282,7 +291,7 @@ def export_timm_args(recipe: Recipe, *, world_size: int = 1, num_classes: int | 
     With ``carry`` (the default) the file ends with :data:`CARRY_KEY`: the recipe's identity and values
     (:func:`carried_values`), which ``tricks recipe import`` reads back.
     """
-    out = _build(recipe, world_size, num_classes)
+    out = _build(recipe, world_size, num_classes, device_batch)
     return _render(recipe, world_size, out, carried_values(recipe, world_size) if carry else None)
 
 
@@ -303,7 +312,7 @@ def carried_values(recipe: Recipe, world_size: int = 1) -> dict[str, Any]:
             "nproc": world_size, "values": values}
 
 
-def _build(recipe: Recipe, world_size: int, num_classes: int | None) -> _Out:
+def _build(recipe: Recipe, world_size: int, num_classes: int | None, device_batch: int | None = None) -> _Out:
     data = recipe.data
     if data.get("task", "classification") != "classification":
         raise RecipeError(f"task '{data.get('task')}': timm's train.py trains image classifiers only",
@@ -333,7 +342,7 @@ def _build(recipe: Recipe, world_size: int, num_classes: int | None) -> _Out:
                       num_classes=k, num_classes_source=k_source)
     _model(data, pipeline, ctx, needs_plugin, out)
     _data(data, pipeline, ctx, out)
-    _optimisation(recipe, pipeline, ctx, world_size, out)
+    _optimisation(recipe, pipeline, ctx, world_size, out, device_batch)
     _schedule(pipeline, ctx, out)
     _loss(pipeline, ctx, out)
     _runtime(data, pipeline, out)
