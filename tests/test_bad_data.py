@@ -1,10 +1,13 @@
 """Bad data (issue 5): unreadable and truncated images are named before training starts (or left out and counted
 with --skip-bad-images); grayscale, palette, RGBA, CMYK and 16-bit images become RGB; an empty class folder or a
-class missing from the validation split is a clear error."""
+class missing from the validation split is a clear error. In sources whose images are not files (a .tar split, a
+webdataset stream) a bad image is named when training reads it (``tar:member``, or the stream and timm's reason),
+and --skip-bad-images goes on without it."""
 from __future__ import annotations
 
 import json
 import shutil
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -13,12 +16,24 @@ from PIL import Image
 
 from tricks_registry.cli import main
 from tricks_registry.errors import DataError
-from tricks_registry.data import BadImageError, ImageFolderDataset, image_folder_datasets, scan_images, to_rgb
+from tricks_registry.data import BadImageError, ImageFolderDataset, image_folder_datasets, open_datasets, scan_images, \
+    to_rgb
 
 pytestmark = pytest.mark.slow
 
 TINY = ["--set=model.name=resnet18_v1d", "--set=data.input_size=32", "--set=data.eval_crop_pct=1.0",
         "--set=data.workers=0", "--set=train.epochs=1", "--set=train.global_batch_size=20"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread: on 2 shared cores, torch's default threads are many times slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture
@@ -141,3 +156,56 @@ def test_a_missing_split_names_each_folder_looked_for_once(tmp_path: Path):
     with pytest.raises(DataError, match=r"no 'train' folder in .* \(looked for train, training\);"):
         find_split(tmp_path, "train")
     assert find_split(tmp_path, "val") == tmp_path / "val"
+
+
+def as_tars(data: Path, out: Path) -> Path:
+    """Each split of the folder tree as ``<split>.tar`` of ``<class>/<image>`` members."""
+    out.mkdir()
+    for split in ("train", "val"):
+        with tarfile.open(out / f"{split}.tar", "w") as tar:
+            for path in sorted((data / split).rglob("*.jpg")):
+                tar.add(path, arcname=f"{path.parent.name}/{path.name}")
+    return out
+
+
+def test_in_a_tar_split_a_bad_image_read_in_training_names_its_member(data, tmp_path, capsys):
+    truncated, garbage = spoil(data)
+    garbage.unlink()
+    sorted((data / "train" / "cat").iterdir())[1].unlink()  # 120 training images: every one is read in epoch 1
+    tars = as_tars(data, tmp_path / "tars")
+    args = ["train", "--recipe", "resnet50_baseline", "--data-dir", str(tars), "--device", "cpu", "--no-progress",
+            "--set=train.lr=0.01", *TINY]
+    rc = main([*args, "--output", str(tmp_path / "o1")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1, err
+    assert err.startswith(f"error: data: {tars / 'train.tar'}:cat/truncated.jpg: unreadable image"), err
+    assert "--skip-bad-images" in err
+    assert main([*args, "--output", str(tmp_path / "o2"), "--skip-bad-images"]) == 0  # the next good image instead
+
+
+def test_in_a_webdataset_stream_a_bad_image_stops_it_or_is_skipped(data, tmp_path):
+    import webdataset as wds
+
+    truncated, garbage = spoil(data)
+    root = tmp_path / "wds"
+    root.mkdir()
+    splits = {}
+    for split in ("train", "val"):
+        files = sorted((data / split).rglob("*.jpg"))
+        classes = sorted({p.parent.name for p in files})
+        with wds.TarWriter(str(root / f"{split}.tar")) as sink:
+            for i, path in enumerate(files):
+                sink.write({"__key__": f"{i:06d}", "jpg": path.read_bytes(), "cls": str(classes.index(path.parent.name))})
+        splits[split] = {"name": split, "num_samples": len(files), "filenames": [f"{split}.tar"],
+                         "shard_lengths": [len(files)]}
+    (root / "_info.json").write_text(json.dumps({"classes": classes, "splits": splits}))
+    train, _, _ = open_datasets("wds/bad", root, "train", "val", progress=False)
+    train.configure(batch_size=1, workers=0, rank=0, world_size=1, seed=0)
+    train.set_epoch(0)
+    with pytest.raises(BadImageError, match=r"wds/bad:train: a sample of worker 0's stream is unreadable "
+                                            r"\(Handling webdataset error"):
+        list(train)
+    train, _, _ = open_datasets("wds/bad", root, "train", "val", skip_bad=True, progress=False)
+    train.configure(batch_size=1, workers=0, rank=0, world_size=1, seed=0)
+    train.set_epoch(0)
+    assert len(list(train)) == len(train) == 121  # timm fills the epoch's count (the bad one skipped)

@@ -73,6 +73,8 @@ SCHEMA: dict[str, Any] = {
         "std": (list, [0.229, 0.224, 0.225]),
         "workers": (int, 4),
         "subset_per_class": (int, 0),     # 0 = all images; N = the first N of each class (sorted)
+        "dataset": (str, ""),             # timm's --dataset: '' / folder (ImageFolder or .tar splits), torch/NAME,
+                                          # hfds/NAME, hfids/NAME, wds/NAME; see _LEFT_OUT_WHEN_DEFAULT
     },
     "train": {
         "epochs": (int, REQUIRED),
@@ -115,6 +117,11 @@ SCHEMA: dict[str, Any] = {
 # (``transfer: {}``, no ``backbone``), so every published classification hash stays the same.
 _TRANSFER_ONLY: dict[str, Any] = {"backbone": None, "transfer": {}}
 
+# Keys added after recipes were published: at their default (or an equivalent) they are left out of the resolved
+# recipe, so every published hash stays the same.
+_LEFT_OUT_WHEN_DEFAULT: dict[tuple[str, str], tuple[Any, ...]] = {("data", "dataset"): ("", "folder", None)}
+_DATASET_KINDS = ("torch", "hfds", "hfids", "wds")  # tricks_registry.data.DATASET_KINDS, less the default
+
 _INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "box", "hamming", "lanczos", "random")
 _RANGES: dict[tuple[str, str], tuple[Any, str]] = {
     ("train", "epochs"): (lambda v: v >= 1, "must be at least 1"),
@@ -131,6 +138,9 @@ _RANGES: dict[tuple[str, str], tuple[Any, str]] = {
                       "must be 3 positive numbers (R, G, B), e.g. [0.229, 0.224, 0.225]"),
     ("data", "interpolation"): (lambda v: v in _INTERPOLATIONS, "must be one of bilinear, bicubic, nearest, "
                                 "box, hamming, lanczos, random"),
+    ("data", "dataset"): (lambda v: v.partition("/")[0].lower() in _DATASET_KINDS and bool(v.partition("/")[2]),
+                          "must be folder (or empty: ImageFolder or .tar splits under --data-dir), torch/NAME, "
+                          "hfds/NAME, hfids/NAME or wds/NAME (timm's --dataset)"),
     ("version",): (lambda v: v >= 1, "must be at least 1"),
     ("task",): (lambda v: v in ("classification", "detection", "segmentation"),
                 "must be classification, detection or segmentation"),
@@ -408,6 +418,9 @@ def _validate(data: dict[str, Any], where: _Loaded, lines_of: dict[tuple[str, ..
                     default if default is REQUIRED else copy.deepcopy(default))
                 if value is REQUIRED or (value is None and default is REQUIRED):
                     raise err("is required (give it in the recipe or one it extends)", (key, sub))
+                if (key, sub) in _LEFT_OUT_WHEN_DEFAULT and (value.lower() if isinstance(value, str) else value) in \
+                        _LEFT_OUT_WHEN_DEFAULT[(key, sub)]:
+                    continue
                 if value is not None and not _type_ok(value, types):
                     raise err(f"expected {_tname(types)}, got {type(value).__name__} {value!r}", (key, sub))
                 if types is float and value is not None:

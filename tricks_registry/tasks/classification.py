@@ -1,4 +1,5 @@
-"""Image classification (paper sections 3-5): the recipe's classifier on an ImageFolder tree or the demo digits.
+"""Image classification (paper sections 3-5): the recipe's classifier on any source of ``data.dataset`` (an
+ImageFolder tree by default, ``.tar`` splits, ``torch/``, ``hfds/``, ``hfids/``, ``wds/``) or the demo digits.
 
 A batch becomes a loss through :func:`forward_loss`: batch mixing and label smoothing (soft targets), the
 input layout, the forward pass under the recipe's autocast, and the distillation teacher on the same mixed
@@ -17,9 +18,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..build import Components, build_classifier, parameter_groups
-from ..data import demo_datasets, image_folder_datasets
+from ..data import demo_datasets, open_datasets
 from ..distributed import DistInfo
-from ..errors import DataError
 from ..parts import Pipeline
 from ..recipe import Recipe
 from ..tricks.augmentations import build_eval_transform, build_train_transform
@@ -85,8 +85,9 @@ def eval_transform(recipe: Recipe) -> Any:
 
 
 class ClassificationTask:
-    """The recipe's classifier on ImageFolder ``train/`` + ``val/`` splits (scanned for bad images first), or
-    on the embedded demo digits with ``demo``."""
+    """The recipe's classifier on the train and val splits of ``data.dataset`` under ``--data-dir`` (timm's
+    ``create_dataset``: ImageFolder ``train/`` + ``val/`` folders by default, scanned for bad images first; see
+    :func:`tricks_registry.data.open_datasets`), or on the embedded demo digits with ``demo``."""
 
     name = "classification"
     metric_fields = METRIC_FIELDS
@@ -110,11 +111,9 @@ class ClassificationTask:
         if self.demo:
             train_set, val_set = demo_datasets(seed=self.recipe.data["train"]["seed"])
         else:
-            if not data_dir:
-                raise DataError("--data-dir is required (an ImageFolder tree with train/ and val/), or use --demo")
-            train_set, val_set, bad_images = image_folder_datasets(
-                data_dir, cfg["train_split"], cfg["val_split"], cfg["subset_per_class"], scan=self.scan_data,
-                skip_bad=self.skip_bad_images, progress=progress)
+            train_set, val_set, bad_images = open_datasets(
+                cfg.get("dataset", ""), data_dir, cfg["train_split"], cfg["val_split"], cfg["subset_per_class"],
+                scan=self.scan_data, skip_bad=self.skip_bad_images, progress=progress)
         train_set.transform = train_transform(self.recipe, pipeline)
         val_set.transform = eval_transform(self.recipe)
         self._data = TaskData(train=train_set, val=val_set, classes=list(train_set.classes), bad_images=bad_images)
