@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import random
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -20,9 +21,10 @@ from torch.utils.data import DataLoader, Subset
 
 from .build import build_components, recipe_pipeline
 from .checkpoint import resumable_checkpoints
-from .data import ResumableSampler, SeededDataset
+from .data import ResumableSampler, SeededDataset, StreamingSource, StreamLoader
 from .distributed import DistInfo, gather, init_distributed, say, unwrap_model
 from .errors import CheckpointError, DataError
+from .loggers import check_loggers
 from .loop import LoopData, fit, model_checksum, run_summary
 from .models import check_model_name
 from .recipe import Recipe, batch_plan
@@ -35,7 +37,8 @@ __all__ = ["train", "make_loaders"]
 def train(recipe: Recipe, *, data_dir: str | None, output: str | Path, device: str | None = None,
           resume: str | Path | None = None, demo: bool = False, teacher: str | None = None,
           progress: bool = True, recovery_interval: int = 0, scan_data: bool = True,
-          skip_bad_images: bool = False, trust_pickle: bool = False, device_batch: int | None = None) -> Path:
+          skip_bad_images: bool = False, trust_pickle: bool = False, device_batch: int | None = None,
+          log: Sequence[str] = ()) -> Path:
     """Train ``recipe``; returns the run folder (the same on every process).
 
     ``recovery_interval`` > 0 also saves a resumable checkpoint every that many optimizer steps (timm's
@@ -47,7 +50,8 @@ def train(recipe: Recipe, *, data_dir: str | None, output: str | Path, device: s
     ``demo``, ``teacher``, the scan and ``trust_pickle`` are for classification recipes. ``device_batch``
     (default: the whole share of each process) is how many images one forward pass takes: the rest of the
     recipe's global batch is accumulated (:func:`.recipe.batch_plan`); it is a run option, not part of the
-    recipe or its hash, and a resumed run keeps the one it started with.
+    recipe or its hash, and a resumed run keeps the one it started with. ``log`` names run loggers
+    (tensorboard, mlflow, wandb: :mod:`.loggers`); a missing package is an error before any data is read.
     """
     env = init_distributed(device)
     seed = recipe.data["train"]["seed"]
@@ -60,6 +64,7 @@ def train(recipe: Recipe, *, data_dir: str | None, output: str | Path, device: s
             say(env, f"--device-batch {device_batch} ignored: {resume} continues with its own device batch {kept}")
         device_batch = kept if kept is not None else device_batch
     batch_plan(recipe, env.world_size, device_batch)  # a batch that does not split fails before any data is read
+    check_loggers(log)
     task = task_for_recipe(recipe, env=env, demo=demo, scan_data=scan_data, skip_bad_images=skip_bad_images,
                            trust_pickle=trust_pickle)
     pipeline = recipe_pipeline(recipe)
@@ -89,7 +94,7 @@ def train(recipe: Recipe, *, data_dir: str | None, output: str | Path, device: s
              f"lr {components.lr:g} | {task.describe()} | run folder {run.path}")
 
     skipped_steps = fit(task, components, run, loaders, env, resume=bool(resume), progress=progress,
-                        recovery_interval=recovery_interval)
+                        recovery_interval=recovery_interval, log=log)
 
     # ---- summary: every process checks it holds the same weights
     checksums = gather(model_checksum(unwrap_model(components.model)), env)
@@ -115,18 +120,28 @@ def make_loaders(task_data: TaskData, recipe: Recipe, env: DistInfo, *, device_b
     """The training loader (each sample's augmentation seeded from (seed, epoch, index), so identical after a
     resume whatever the workers; this process's share of the shuffled data; whole batches only; micro-batches of
     ``device_batch`` when the global batch is accumulated) and the validation loader (every ``world_size``-th
-    image from this rank)."""
+    image from this rank). An iterable source (``wds/``, ``hfids/``: a :class:`~.data.StreamingSource`) is timm's
+    stream instead, shuffled and split over processes and workers by timm, resumed by count
+    (:class:`~.data.StreamLoader`), its validation split read by timm's shard split."""
     data_cfg, seed = recipe.data["data"], recipe.data["train"]["seed"]
     plan = batch_plan(recipe, env.world_size, device_batch)
     batch_size = plan.device_batch
-    sampler = ResumableSampler(task_data.train, num_replicas=env.world_size, rank=env.rank, seed=seed)
     loader_args = dict(num_workers=data_cfg["workers"], pin_memory=env.device.type == "cuda",
                        persistent_workers=data_cfg["workers"] > 0, collate_fn=task_data.collate)
-    train_loader = DataLoader(SeededDataset(task_data.train), batch_size=batch_size, sampler=sampler, drop_last=True,
-                              generator=torch.Generator().manual_seed(seed), **loader_args)
     val_set = task_data.val
-    val_loader = DataLoader(Subset(val_set, range(env.rank, len(val_set), env.world_size)),
-                            batch_size=task_data.val_batch_size or batch_size, shuffle=False, **loader_args)
+    if isinstance(task_data.train, StreamingSource):
+        train_loader = StreamLoader(task_data.train, batch_size=batch_size, num_workers=data_cfg["workers"],
+                                    rank=env.rank, world_size=env.world_size, seed=seed,
+                                    pin_memory=loader_args["pin_memory"], collate_fn=task_data.collate)
+        sampler = train_loader.sampler
+        val_set.configure(workers=data_cfg["workers"])
+        val_loader = DataLoader(val_set, batch_size=task_data.val_batch_size or batch_size, **loader_args)
+    else:
+        sampler = ResumableSampler(task_data.train, num_replicas=env.world_size, rank=env.rank, seed=seed)
+        train_loader = DataLoader(SeededDataset(task_data.train), batch_size=batch_size, sampler=sampler,
+                                  drop_last=True, generator=torch.Generator().manual_seed(seed), **loader_args)
+        val_loader = DataLoader(Subset(val_set, range(env.rank, len(val_set), env.world_size)),
+                                batch_size=task_data.val_batch_size or batch_size, shuffle=False, **loader_args)
     if len(train_loader) < plan.accumulation:
         raise DataError(f"data: {len(task_data.train)} training images make no global batch of {plan.global_batch}; "
                         "lower train.global_batch_size")

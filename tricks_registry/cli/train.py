@@ -29,6 +29,18 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--recipe", help="a recipe name (resnet50d_all, resnet50d_all@1) or a YAML path "
                                     "(not needed with --resume: the run folder holds its recipe)")
     p.add_argument("--data-dir", help="ImageFolder tree with train/<class>/ and val/<class>/ (not needed with --demo)")
+    p.add_argument("--dataset", metavar="SPEC",
+                   help="the data source (the recipe's data.dataset; timm train.py's --dataset): folder (default: "
+                        "--data-dir holds train/ and val/ class folders, or train.tar and val.tar), torch/NAME "
+                        "(torchvision, e.g. torch/cifar10), hfds/NAME (Hugging Face datasets: a Hub id or a local "
+                        "folder; --data-dir is its cache), hfids/NAME (the same, streamed) or wds/NAME (webdataset "
+                        "shards and their _info.json in --data-dir)")
+    p.add_argument("--train-split", metavar="NAME", help="the training split (the recipe's data.train_split)")
+    p.add_argument("--val-split", metavar="NAME", help="the validation split (the recipe's data.val_split; val also "
+                                                      "finds validation, valid or test)")
+    p.add_argument("--dataset-download", action="store_true",
+                   help="download a torch/ or Hugging Face data set into --data-dir first (one process: not "
+                        "under torchrun); nothing is downloaded without it")
     p.add_argument("--output", default=DEFAULT_OUTPUT, help="where run folders go (default: %(default)s)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe value, e.g. --set train.epochs=2 --set tricks.mixup.alpha=0.4 (repeatable)")
@@ -56,6 +68,11 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                    help="fine-tune from these weights (the recipe's model.pretrained): a timm tag "
                         "(resnet50_v1d.gluon_in1k), hf-hub:ORG/NAME[@REV], local-dir:DIR, a run folder or "
                         "ARCH@FILE.safetensors; another class count re-initialises the classifier")
+    p.add_argument("--log", action="append", default=[], metavar="TOOL",
+                   help="also log the run to tensorboard, mlflow or wandb (repeatable; pip install "
+                        "'timm-tricks[tensorboard]' and so on); the run folder stays the record")
+    p.add_argument("--log-wandb", action="append_const", dest="log", const="wandb",
+                   help="timm's train.py flag: the same as --log wandb")
     p.add_argument("--device-batch", type=int, metavar="N",
                    help="images per forward pass on each process; the rest of the recipe's global batch is "
                         "accumulated (global = processes x N x accumulation steps; the LR and schedule do not "
@@ -72,16 +89,19 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if not args.resume and not args.recipe:
         raise TimmTricksError("--recipe is required (a name such as resnet50d_all, or a YAML file), or --resume RUN_DIR")
+    data_overrides = [f"data.{key}={json.dumps(value)}" for key, value in (
+        ("dataset", args.dataset), ("train_split", args.train_split), ("val_split", args.val_split)) if value is not None]
     if args.resume:
-        if args.recipe or args.overrides or args.pretrained:
-            raise TimmTricksError("--resume continues a run with the recipe saved in its folder; drop --recipe and --set")
+        if args.recipe or args.overrides or args.pretrained or data_overrides:
+            raise TimmTricksError("--resume continues a run with the recipe saved in its folder; drop --recipe and --set"
+                                  + (" (and --dataset / --train-split / --val-split)" if data_overrides else ""))
         if not is_run_folder(args.resume):
             raise CheckpointError(f"--resume {args.resume}: no recipe.yaml there (is it a tricks-train run folder?)")
         recipe = RunFolder(args.resume).recipe()  # its hash checked
         demo = bool(recipe.data.get("demo_run"))
     else:
-        overrides = list(args.overrides) + ([f"model.pretrained={json.dumps(args.pretrained)}"] if args.pretrained
-                                            else [])
+        overrides = data_overrides + list(args.overrides) + (
+            [f"model.pretrained={json.dumps(args.pretrained)}"] if args.pretrained else [])
         recipe = resolve_recipe_arg(args.recipe, overrides, demo=args.demo, revision=args.revision)
         demo = args.demo
     if recipe.data.get("task", "classification") != "classification":  # detection / segmentation (section 6)
@@ -92,12 +112,27 @@ def cmd_train(args: argparse.Namespace) -> int:
     teacher = pinned_teacher(recipe, args.revision)
     if demo and "distillation" in recipe.data["tricks"]:
         teacher = str(_demo_teacher(recipe, args))
+    if args.dataset_download:
+        _download(recipe, args)
     run_dir = train(recipe, data_dir=args.data_dir, output=args.output, device=args.device, resume=args.resume,
                     demo=demo, teacher=teacher, progress=not args.no_progress, recovery_interval=args.recovery_interval,
                     scan_data=not args.no_scan, skip_bad_images=args.skip_bad_images,
-                    trust_pickle=args.trust_pickle, device_batch=args.device_batch)
+                    trust_pickle=args.trust_pickle, device_batch=args.device_batch,
+                    log=args.log)
     push_after_train(args, run_dir)
     return 0
+
+
+def _download(recipe: Any, args: argparse.Namespace) -> None:
+    """``--dataset-download``: the recipe's source downloaded into ``--data-dir`` before training, by one process."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise TimmTricksError("--dataset-download runs in one process, not under torchrun: download first (python -c "
+                              "\"from tricks_registry.data import download_dataset; download_dataset('SPEC', 'DIR', "
+                              "['train', 'val'])\"), then start torchrun without it")
+    from ..data import download_dataset
+
+    d = recipe.data["data"]
+    download_dataset(d.get("dataset", ""), args.data_dir, [d["train_split"], d["val_split"]])
 
 
 #: what the ``--demo`` teacher is: the student's recipe as resolved, as a ResNet-18-D on the label-smoothing rung
