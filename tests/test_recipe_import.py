@@ -101,6 +101,21 @@ def test_export_then_import_gives_back_every_recipe(tmp_path, nproc):
         assert import_timm_args(config, name="myrun").world_size == nproc
 
 
+@pytest.mark.parametrize("spec", ["wds/imagenet", "hfds/timm/mini-imagenet", "torch/cifar10"])
+def test_the_dataset_spec_goes_to_timms_dataset_flag_and_comes_back(tmp_path, spec):
+    source = resolve("resnet50d_cosine", [f"data.dataset={spec}", "data.val_split=validation"])
+    config = tmp_path / "ds.yaml"
+    config.write_text(export_timm_args(source))
+    flags = yaml.safe_load(config.read_text())
+    assert (flags["dataset"], flags["val_split"]) == (spec, "validation")
+    assert values(import_timm_args(config, name="myrun").recipe) == values(source)
+    del flags[CARRY_KEY]
+    bare = tmp_path / "bare.yaml"
+    bare.write_text(yaml.safe_dump(flags))
+    result = import_timm_args(bare, name="myrun")
+    assert result.recipe.data["data"]["dataset"] == spec and "dataset" not in {x.flag for x in result.dropped}
+
+
 def test_device_batch_exports_grad_accum_steps_and_comes_back(tmp_path):
     """``--device-batch 32`` on 2 processes: train.py gets batch_size 32 and grad_accum_steps 16 (1024 = 2 x 32 x
     16), and the import counts them back into the global batch, with or without the carried recipe."""

@@ -190,7 +190,9 @@ def _model(data: Mapping[str, Any], pipeline: Pipeline, ctx: TimmContext, needs_
 # data and augmentation
 def _data(data: Mapping[str, Any], pipeline: Pipeline, ctx: TimmContext, out: _Out) -> None:
     d = data["data"]
-    out.section("data (train.py -c FILE --data-dir DIR: ImageFolder DIR/<train_split>/<class>/...)")
+    out.section("data (train.py -c FILE --data-dir DIR: ImageFolder DIR/<train_split>/<class>/..., or the dataset's)")
+    if d.get("dataset"):  # timm's create_dataset spec, as tricks-train --dataset takes it
+        out.set("dataset", d["dataset"])
     out.set("train_split", d["train_split"])
     out.set("val_split", d["val_split"])
     out.set("img_size", d["input_size"])

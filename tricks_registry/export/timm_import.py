@@ -105,7 +105,7 @@ MAPPED_FLAGS = frozenset({
     "model", "pretrained", "model_kwargs", "device_modules", "num_classes", "in_chans", "gp", "drop", "drop_path",
     "drop_block", "bn_momentum", "bn_eps",
     # data
-    "train_split", "val_split", "img_size", "input_size", "crop_pct", "interpolation", "train_interpolation", "mean",
+    "dataset", "train_split", "val_split", "img_size", "input_size", "crop_pct", "interpolation", "train_interpolation", "mean",
     "std", "workers",
     # augmentation
     "no_aug", "scale", "ratio", "hflip", "color_jitter", "aa", "reprob", "remode", "recount",
@@ -126,7 +126,7 @@ MAPPED_FLAGS = frozenset({
 #: why some flags that have no recipe key are dropped (the rest: no trick or recipe key says it)
 _DROP_REASONS = {
     "data_dir": "the data: tricks-train --data-dir DIR", "data": "the data: tricks-train --data-dir DIR",
-    "dataset": "the dataset reader: tricks-train reads ImageFolder", "output": "where timm writes the run",
+    "output": "where timm writes the run",
     "experiment": "the run's folder name", "resume": "resuming: tricks-train --resume RUN_DIR",
     "no_resume_opt": "resuming", "start_epoch": "resuming: tricks-train --resume RUN_DIR",
     "recovery_interval": "tricks-train --recovery-interval N", "local_rank": "set by torchrun",
@@ -360,6 +360,9 @@ def _model(d: _Draft) -> None:
 
 def _data(d: _Draft) -> None:
     a = d.args
+    dataset = a.str("dataset") or ""
+    if dataset not in ("", "folder"):  # timm's create_dataset spec (tar, torch/, hfds/, wds/): the same in data.dataset
+        d.set("data", "dataset", dataset, "dataset")
     d.set("data", "train_split", a.str("train_split"), "train_split")
     d.set("data", "val_split", a.str("val_split"), "val_split")
     size = a.int("img_size", none=True)
