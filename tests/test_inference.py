@@ -203,6 +203,31 @@ def test_validate_a_weights_file_and_a_subset_of_the_classes(export, image_folde
     assert part.columns == ["fish", "(other)"]
 
 
+def test_validate_a_tar_split_scores_as_its_folder_and_a_stream_is_refused(export, image_folder, tmp_path, capsys):
+    """``--data-dir`` holding ``val.tar`` (timm's tar reader), and a subset of the classes in it: the same images
+    score the same as the folder (in the model's class indices); ``--dataset wds/...`` is one line, exit 2."""
+    import tarfile
+
+    folder = validate(f"local-dir:{export}", image_folder, batch_size=BATCH)
+    for name, classes in (("all", CLASSES), ("some", ["dog", "fish"])):
+        (tmp_path / name).mkdir()
+        with tarfile.open(tmp_path / name / "val.tar", "w") as tar:
+            for c in classes:
+                for f in sorted((image_folder / "val" / c).iterdir()):
+                    tar.add(f, arcname=f"{c}/{f.name}")
+    tar_all = validate(f"local-dir:{export}", tmp_path / "all", batch_size=BATCH)
+    assert tar_all.data.endswith("val.tar") and tar_all.num_images == folder.num_images == 12
+    assert (tar_all.top1, tar_all.top5, tar_all.correct, tar_all.confusion, tar_all.classes) == \
+        (folder.top1, folder.top5, folder.correct, folder.confusion, folder.classes)
+    assert tar_all.loss == pytest.approx(folder.loss, rel=1e-6)
+    some = validate(f"local-dir:{export}", tmp_path / "some", batch_size=BATCH)
+    assert some.classes == ["dog", "fish"] and [r["index"] for r in some.per_class] == [1, 2]
+    assert [r["correct"] for r in some.per_class] == [r["correct"] for r in folder.per_class[1:]]
+    code = main(["validate", f"local-dir:{export}", "--data-dir", str(tmp_path / "all"), "--dataset", "wds/x"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "is a stream" in err[0]
+
+
 def test_use_ema_reads_best_ema_and_a_run_without_it_is_refused(run, image_folder, tmp_path, capsys):
     assert main(["validate", str(run), "--data-dir", str(image_folder), "--use-ema", "--device", "cpu"]) == 2
     err = capsys.readouterr().err.strip()

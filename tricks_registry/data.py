@@ -47,7 +47,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDa
 from tqdm import tqdm
 from .errors import DataError
 
-__all__ = ["ArrayImageDataset", "ImageFolderDataset", "BadImageError", "demo_datasets", "image_folder_datasets",
+__all__ = ["open_split", "ArrayImageDataset", "ImageFolderDataset", "BadImageError", "demo_datasets", "image_folder_datasets",
            "find_split", "find_split_source", "scan_images", "to_rgb", "decode_image", "sample_seed", "SeededDataset",
            "ResumableSampler", "DATASET_KINDS", "DataSpec", "parse_dataset_spec", "SourceDataset", "StreamingSource",
            "EvalStream", "StreamLoader", "open_datasets", "download_dataset", "check_wds_shards"]
@@ -896,6 +896,28 @@ def _open_stream(ds: DataSpec, root: str | None, train_split: str, val_split: st
                             num_samples=int(getattr(probe.reader, "num_samples", len(probe))), skip_bad=skip_bad)
     val = EvalStream(_timm_create(ds, root, splits[1], is_training=False, **options), source=f"{ds}:{splits[1]}")
     return train, val, []
+
+
+def open_split(spec: str | None, data_dir: str | os.PathLike | None, split: str, *,
+               download: bool = False) -> SourceDataset:
+    """One split of a source read by index (``tricks validate``): the default source's folder or ``.tar`` split,
+    ``torch/NAME`` or ``hfds/NAME``, as :func:`open_datasets` reads it, unchecked and unscanned. A stream
+    (``wds/``, ``hfids/``) is a :class:`DataError`."""
+    ds = parse_dataset_spec(spec)
+    if ds.iterable:
+        raise DataError(f"data: --dataset {ds} is a stream; scoring reads sources by index (folder, tar, torch/, "
+                        "hfds/): write the split as a folder, a tar file or a Hugging Face data set")
+    root = str(data_dir) if data_dir else None
+    if ds.kind == "folder":
+        if not root or not Path(root).is_dir():
+            raise DataError(f"data: --data-dir {root} is not a folder")
+        path = find_split_source(Path(root), split)
+        return ImageFolderDataset(path) if path.is_dir() else _tar_dataset(path, skip_bad=False)
+    if ds.kind == "torch" and not root:
+        raise DataError(f"data: --dataset {ds} needs --data-dir (where its files are)")
+    name = _hf_split(ds, root, split) if ds.kind == "hfds" else split
+    return SourceDataset(_timm_create(ds, root, name, **({"download": download} if ds.kind == "torch" else {})),
+                         source=f"{ds}:{name}")
 
 
 def download_dataset(spec: str | None, data_dir: str | os.PathLike | None, splits: Sequence[str]) -> None:

@@ -34,7 +34,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .checkpoint import atomic_write_png, atomic_write_text, load_weights
-from .data import find_split, to_rgb
+from .data import find_split_source, open_split, parse_dataset_spec, to_rgb
 from .errors import CheckpointError, DataError, RecipeError, TimmTricksError, WeightsError
 from .models import build_model
 from .run_folder import RunFolder
@@ -233,12 +233,14 @@ class ValidationResult:
                 "data_config": {k: list(v) if isinstance(v, tuple) else v for k, v in self.data_config.items()}}
 
 
-def _split_folder(data_dir: str | os.PathLike, split: str) -> Path:
+def _split_folder(data_dir: str | os.PathLike, split: str) -> Path | None:
+    """The split's folder (or ``data_dir``'s class folders themselves), or None when the split is a ``.tar``."""
     root = Path(data_dir)
     if not root.is_dir():
         raise DataError(f"--data-dir {root}: not a folder; give an ImageFolder tree ({split}/<class>/<image>.jpg)")
     try:
-        return find_split(root, split)
+        path = find_split_source(root, split)
+        return path if path.is_dir() else None
     except DataError:
         if any(p.is_dir() and not p.name.startswith(".") for p in root.iterdir()):
             return root  # the class folders themselves, as timm's create_dataset falls back to
@@ -246,12 +248,31 @@ def _split_folder(data_dir: str | os.PathLike, split: str) -> Path:
 
 
 def _class_map(loaded: LoadedModel, folder: Path) -> dict[str, int]:
-    """The data's class folders mapped to the model's class indices: by name where the model knows its classes,
-    else in timm's order (then the counts must agree)."""
+    """The data's class folders mapped to the model's class indices (:func:`_match_classes`)."""
     samples, found = find_images_and_targets(str(folder))
     if not samples:
         raise DataError(f"{folder}: no images ({', '.join(get_img_extensions())}) in its class folders; expected "
                         f"{folder}/<class>/<image>.jpg")
+    return _match_classes(loaded, found, folder)
+
+
+class _ModelTargets(torch.utils.data.Dataset):
+    """A source's samples with their targets moved from the source's class indices to the model's."""
+
+    def __init__(self, source: Any, to_model: dict[int, int]) -> None:
+        self.source, self.to_model = source, to_model
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        img, target = self.source[index]
+        return img, self.to_model[int(target)]
+
+
+def _match_classes(loaded: LoadedModel, found: dict[str, int], where: Any) -> dict[str, int]:
+    """The data's classes (name -> the data's index) mapped to the model's class indices: by name where the model
+    knows its classes, else in the data's order (then the counts must agree)."""
     names = loaded.label_names
     if names and len(names) == loaded.num_classes:
         index = {str(n): i for i, n in enumerate(names)}
@@ -259,32 +280,42 @@ def _class_map(loaded: LoadedModel, folder: Path) -> dict[str, int]:
         if not unknown:
             return {c: index[c] for c in found}
         if len(unknown) < len(found) or len(found) != loaded.num_classes:
-            raise DataError(f"{folder}: class folder(s) {', '.join(unknown[:5])} are not among the {len(names)} "
+            raise DataError(f"{where}: class folder(s) {', '.join(unknown[:5])} are not among the {len(names)} "
                             f"classes of model '{loaded.spec}' ({', '.join(map(str, names[:5]))}"
                             f"{', ...' if len(names) > 5 else ''}); validate on data with the classes it was "
                             "trained on")
         # no folder carries one of its names, but the counts agree: timm's order, as timm's validate.py
     if len(found) != loaded.num_classes:
-        raise DataError(f"{folder}: {len(found)} class folders, but model '{loaded.spec}' predicts "
+        raise DataError(f"{where}: {len(found)} class folders, but model '{loaded.spec}' predicts "
                         f"{loaded.num_classes} classes; validate on data with the classes it was trained on")
     return dict(found)
 
 
-def validate(model: str | LoadedModel, data_dir: str | os.PathLike, *, split: str = "val", use_ema: bool = False,
-             crop_pct: float | None = None, img_size: int | None = None, batch_size: int = 64, workers: int = 0,
-             device: str | None = None, trust_pickle: bool = False, progress: bool = False) -> ValidationResult:
+def validate(model: str | LoadedModel, data_dir: str | os.PathLike, *, split: str = "val", dataset: str | None = None,
+             use_ema: bool = False, crop_pct: float | None = None, img_size: int | None = None, batch_size: int = 64,
+             workers: int = 0, device: str | None = None, trust_pickle: bool = False,
+             progress: bool = False) -> ValidationResult:
     """Top-1, top-5 (``timm.utils.accuracy``), the mean cross-entropy, per-class accuracy and the confusion
-    matrix of ``model`` (a weights spec or a :class:`LoadedModel`) on the ``split`` folder of ``data_dir``,
-    through timm's own preprocessing (see the module docstring)."""
+    matrix of ``model`` (a weights spec or a :class:`LoadedModel`) on the ``split`` of ``data_dir``, through
+    timm's own preprocessing (see the module docstring). ``dataset`` is a source read by index, as ``tricks-train
+    --dataset`` takes it (default: the split's folder, or its ``.tar``; ``torch/NAME``; ``hfds/NAME``)."""
     loaded = model if isinstance(model, LoadedModel) else load_for_inference(model, use_ema=use_ema,
                                                                            trust_pickle=trust_pickle)
-    folder = _split_folder(data_dir, split)
-    class_map = _class_map(loaded, folder)
+    folder = _split_folder(data_dir, split) if parse_dataset_spec(dataset).kind == "folder" else None
     config = resolve_config(loaded, img_size=img_size, crop_pct=crop_pct)
     if batch_size < 1:
         raise DataError(f"--batch-size {batch_size}: give a positive number")
-    dataset = ImageDataset(str(folder), class_map=class_map, transform=create_transform(**config))
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
+    if folder is not None:  # an ImageFolder split: timm's own ImageDataset, exactly as timm's validate.py
+        class_map = _class_map(loaded, folder)
+        dataset_ = ImageDataset(str(folder), class_map=class_map, transform=create_transform(**config))
+        where = str(folder)
+    else:  # a .tar split, torch/NAME, hfds/NAME: read as the trainer reads them, targets moved to the model's
+        source = open_split(dataset, data_dir, split)
+        class_map = _match_classes(loaded, source.class_to_idx, source.source)
+        source.transform = create_transform(**config)
+        dataset_ = _ModelTargets(source, {source.class_to_idx[c]: i for c, i in class_map.items()})
+        where = source.source
+    loader = torch.utils.data.DataLoader(dataset_, batch_size=batch_size, shuffle=False, num_workers=workers)
     dev = _device(device)
     net = loaded.model.to(dev)
     classes = sorted(class_map, key=class_map.get)  # the data's classes, in the model's order
@@ -318,7 +349,7 @@ def validate(model: str | LoadedModel, data_dir: str | os.PathLike, *, split: st
         per_class.append({"class": name, "index": class_map[name], "images": images, "correct": right,
                           "accuracy": 100.0 * right / images if images else None})
     return ValidationResult(
-        spec=loaded.spec, weights=loaded.source, data=str(folder), num_images=count, top1=100.0 * hit1 / count,
+        spec=loaded.spec, weights=loaded.source, data=where, num_images=count, top1=100.0 * hit1 / count,
         top5=100.0 * hitk / count, topk=k, loss=loss_sum / count, correct=int(hit1), classes=classes,
         per_class=per_class, columns=columns, confusion=confusion.tolist(), data_config=dict(config))
 

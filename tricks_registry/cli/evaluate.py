@@ -36,6 +36,8 @@ def add_commands(sub: Any) -> None:
     p.add_argument("model", metavar="MODEL", help=MODEL_HELP)
     p.add_argument("--data-dir", required=True, metavar="DIR", help="an ImageFolder tree (DIR/<split>/<class>/*.jpg)")
     p.add_argument("--split", default="val", help="the split folder (default: %(default)s; also validation, test)")
+    p.add_argument("--dataset", metavar="SPEC", help="a source read by index, as tricks-train --dataset: the split's "
+                                                     "folder or .tar (default), torch/NAME, hfds/NAME")
     p.add_argument("--use-ema", action="store_true", help="a run folder's EMA weights (checkpoints/best_ema)")
     p.add_argument("--output", metavar="DIR", help="write metrics.json, per_class.csv, confusion_matrix.csv and "
                                                    "confusion_matrix.png into DIR")
@@ -53,7 +55,8 @@ def add_commands(sub: Any) -> None:
 def cmd_validate(args: argparse.Namespace) -> int:
     from ..inference import validate, write_validation
 
-    result = validate(args.model, args.data_dir, split=args.split, use_ema=args.use_ema, crop_pct=args.crop_pct,
+    result = validate(args.model, args.data_dir, split=args.split, dataset=args.dataset, use_ema=args.use_ema,
+                      crop_pct=args.crop_pct,
                       img_size=args.img_size, batch_size=args.batch_size, workers=args.workers, device=args.device,
                       trust_pickle=args.trust_pickle, progress=not args.json and sys.stderr.isatty())
     written = write_validation(result, args.output) if args.output else []
