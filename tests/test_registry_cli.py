@@ -138,6 +138,30 @@ def test_lr_find_cli_linear_ramp(tmp_path, capsys, cifar_subset):
     assert lrs == pytest.approx([0.01 + 0.01 * k for k in range(len(lrs))], rel=1e-5)  # linearly increasing
 
 
+def test_lr_find_reads_a_tar_source_as_its_folder(tmp_path, capsys, cifar_subset):
+    """The same images as train.tar/val.tar (in the folder's order): the same curve, step for step."""
+    import tarfile
+
+    tars = tmp_path / "tars"
+    tars.mkdir()
+    for split in ("train", "val"):
+        with tarfile.open(tars / f"{split}.tar", "w") as tar:
+            for c in sorted(p.name for p in (cifar_subset / split).iterdir()):
+                for f in sorted((cifar_subset / split / c).iterdir()):
+                    tar.add(f, arcname=f"{c}/{f.name}")
+    curves = []
+    for data in (cifar_subset, tars):
+        out = tmp_path / f"lrf-{data.name}"
+        assert main(["lr-find", "--recipe", "resnet50d_efficient", "--data-dir", str(data), "--output", str(out),
+                     "--steps", "5", "--no-progress", "--set", "data.input_size=32", "--set", "data.workers=0",
+                     "--set", "model.name=resnet18_v1d"]) == 0
+        curves.append((out / "lr_find.csv").read_text())
+    assert curves[0] == curves[1] and len(curves[0].splitlines()) == 6
+    assert main(["lr-find", "--recipe", "resnet50d_efficient", "--data-dir", str(tars), "--dataset", "torch/nope",
+                 "--no-progress"]) == 2
+    assert "torch/nope" in capsys.readouterr().err
+
+
 def test_package_exports():
     assert tricks_registry.__version__
     assert len(list_tricks()) >= sum(len(v) for v in REQUIRED.values())

@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -135,7 +137,8 @@ def lr_range_test(recipe: Recipe, train_set, *, steps: int = 100, start_lr: floa
     (its distillation left out: the test measures the student's own loss)."""
     lr_at = lr_ramp(mode, start_lr, end_lr, steps)
     cfg = recipe.data
-    torch.manual_seed(cfg["train"]["seed"])
+    seed = cfg["train"]["seed"]  # every RNG the model, the shuffle and the augmentation draw from: the same curve
+    random.seed(seed), np.random.seed(seed), torch.manual_seed(seed)  # for the same recipe and data, every time
     pipeline = dataclasses.replace(recipe_pipeline(recipe), distillation=None)
     train_set.transform = train_transform(recipe, pipeline)
     dev = torch.device(device)

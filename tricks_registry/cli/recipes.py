@@ -31,6 +31,8 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--recipe", required=True)
     p.add_argument("--data-dir")
     p.add_argument("--demo", action="store_true", help="use the embedded demo digits")
+    p.add_argument("--dataset", metavar="SPEC", help="the training data's source, as tricks-train --dataset (read by "
+                                                     "index: folder or .tar splits, torch/NAME, hfds/NAME)")
     p.add_argument("--output", default="lr-find", help="folder for lr_find.csv and lr_find.png")
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--start-lr", type=float, default=1e-5)
@@ -124,16 +126,20 @@ def cmd_show(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------------------
 # lr-find
 def cmd_lr_find(args: argparse.Namespace) -> int:
-    from ..data import demo_datasets, image_folder_datasets
+    from ..data import StreamingSource, demo_datasets, open_datasets
     from ..lr_find import describe, lr_range_test, write_outputs
 
-    recipe = resolve(args.recipe, args.overrides, demo=args.demo)
+    overrides = ([f"data.dataset={json.dumps(args.dataset)}"] if args.dataset else []) + list(args.overrides)
+    recipe = resolve(args.recipe, overrides, demo=args.demo)
     if args.demo:
         train_set, _ = demo_datasets(seed=recipe.data["train"]["seed"])
     elif args.data_dir:
         d = recipe.data["data"]
-        train_set, _, _ = image_folder_datasets(args.data_dir, d["train_split"], d["val_split"],
-                                                d["subset_per_class"], progress=not args.no_progress)
+        train_set, _, _ = open_datasets(d.get("dataset"), args.data_dir, d["train_split"], d["val_split"],
+                                        d["subset_per_class"], progress=not args.no_progress)
+        if isinstance(train_set, StreamingSource):
+            raise DataError(f"lr-find: {d['dataset']} is a stream; the range test reads sources by index (folder, "
+                            "tar, torch/, hfds/)")
     else:
         raise DataError("--data-dir is required (or --demo)")
     result = lr_range_test(recipe, train_set, steps=args.steps, start_lr=args.start_lr, end_lr=args.end_lr,
