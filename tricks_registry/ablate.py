@@ -30,11 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from timm.data.readers.reader_image_folder import find_images_and_targets
 from tqdm import tqdm
 
 from .checkpoint import atomic_write_png, atomic_write_text
-from .data import find_split
+from .data import open_split
 from .errors import CheckpointError, TimmTricksError
 from .recipe import Recipe, resolve
 from .run_folder import RunFolder
@@ -306,10 +305,11 @@ def render_chart(results: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def _count_images(data_dir: Path, split: str) -> tuple[int, int]:
-    """(images, classes) of a split, listed as the training run lists them (timm's ``find_images_and_targets``)."""
-    samples, class_to_idx = find_images_and_targets(str(find_split(data_dir, split)))
-    return len(samples), len(class_to_idx)
+def _count_images(data_dir: Path, split: str, dataset: str | None = None) -> tuple[int, int]:
+    """(images, classes) of a split, listed as the training run lists them (:func:`~.data.open_split`: a folder
+    or ``.tar`` split, ``torch/NAME``, ``hfds/NAME``; a stream is refused there)."""
+    source = open_split(dataset, data_dir, split)
+    return len(source), len(source.classes)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -337,8 +337,9 @@ def run_ablation(refs: Sequence[str], *, data_dir: str | Path, output: str | Pat
     teacher_info: dict[str, Any] | None = None
     scanned = False
     probe = plan_ladder(refs[:1], p, seed_list[:1], extra)[0].recipes[0]  # for the data splits
-    train_images, classes = _count_images(data_dir, probe.data["data"]["train_split"])
-    val_images, _ = _count_images(data_dir, probe.data["data"]["val_split"])
+    dataset = probe.data["data"].get("dataset")  # --set data.dataset=SPEC: any source read by index
+    train_images, classes = _count_images(data_dir, probe.data["data"]["train_split"], dataset)
+    val_images, _ = _count_images(data_dir, probe.data["data"]["val_split"], dataset)
 
     # the teacher: trained once by the preset (or given), before any rung that distils
     if needs_teacher and teacher is None and p.teacher is not None:
