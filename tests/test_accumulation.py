@@ -158,3 +158,13 @@ def test_the_papers_1024_batch_runs_on_this_cpu_with_device_batch_32(tmp_path):
         (1024, 32, 32)
     state = json.loads(sorted((run_dir / "checkpoints").glob("step-*.json"))[-1].read_text())
     assert state["num_updates"] == 4000 // 1024  # optimizer steps count global batches
+
+
+@pytest.mark.parametrize("option", [["--device-batch", "7"], ["--log", "tensorbord"]])
+def test_run_options_fail_before_a_demo_teacher_trains(option, monkeypatch, tmp_path, capsys):
+    from tricks_registry.cli import train as cli_train
+
+    monkeypatch.setattr(cli_train, "_demo_teacher", lambda *a, **k: pytest.fail("the teacher trained first"))
+    assert main(["train", "--no-progress", "--recipe", "resnet50d_all", "--demo", "--output", str(tmp_path),
+                 *option]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {option[0]} {option[1]}:")

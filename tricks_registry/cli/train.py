@@ -109,6 +109,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise TimmTricksError(f"--demo / --push-to-hub: not for {recipe.data['task']} recipes (no demo data; export "
                                   "with tricks export-transfer RUN_DIR OUT_DIR)")
     check_push_args(args)
+    check_run_options(recipe, args)  # before a --demo teacher trains for minutes
     teacher = pinned_teacher(recipe, args.revision)
     if demo and "distillation" in recipe.data["tricks"]:
         teacher = str(_demo_teacher(recipe, args))
@@ -220,6 +221,19 @@ def _demo_teacher(recipe: Any, args: argparse.Namespace) -> Path:
                    f"digits, into {folder}; later demos reuse it")
         return train(teacher_recipe, data_dir=None, output=folder, device=args.device, demo=True,
                      progress=not args.no_progress)
+
+
+def check_run_options(recipe: Any, args: argparse.Namespace) -> None:
+    """The run options that fail fast: the loggers named by ``--log`` and ``--device-batch`` against the recipe's
+    global batch on this launch's processes (``train()`` checks them again; this is before any teacher trains)."""
+    from timm.utils.distributed import world_info_from_env
+
+    from ..loggers import check_loggers
+    from ..recipe import batch_plan
+
+    check_loggers(args.log)
+    if not args.resume:  # a resumed run keeps its own split
+        batch_plan(recipe, world_info_from_env()[2], args.device_batch)
 
 
 def check_push_args(args: argparse.Namespace) -> None:
