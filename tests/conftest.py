@@ -43,6 +43,18 @@ def cifar_subset(tmp_path_factory) -> Path:
     return _extract_subset(tmp_path_factory.mktemp("cifar10"), {"train": 12, "test": 6})
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op torch thread for a module's tests: on 2 shared cores, torch's default threads are 10-20 times
+    slower for these small data-loading runs."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def wait_for(pattern: str, root: Path, proc: subprocess.Popen, timeout: float = 300) -> Path:
     """The first path under ``root`` matching ``pattern`` once a running ``proc`` (a training run) writes it; fails
     with the run's stderr when the run ends first, or after ``timeout`` seconds."""

@@ -26,14 +26,8 @@ TINY = ["--set=model.name=resnet18_v1d", "--set=data.input_size=32", "--set=data
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on 2 shared cores, torch's default threads are many times slower."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_torch_thread):
+    """Every test here on one intra-op thread (conftest's ``one_torch_thread``)."""
 
 
 @pytest.fixture

@@ -98,12 +98,8 @@ def _write_sources(folder: Path, out: Path) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on 2 shared cores, torch's default threads are 10-20 times slower here."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_torch_thread):
+    """Every test here on one intra-op thread (conftest's ``one_torch_thread``)."""
 
 
 @pytest.fixture(scope="module")

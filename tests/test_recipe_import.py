@@ -18,7 +18,7 @@ import yaml
 from tricks_registry.cli import main as cli_main
 from tricks_registry.errors import RecipeError, TimmTricksError
 from tricks_registry.export.timm_args import BOOKKEEPING_KEYS, CARRY_KEY, export_timm_args, timm_args_values
-from tricks_registry.export.timm_import import MAPPED_FLAGS, TIMM_TRAIN_DEFAULTS, import_timm_args
+from tricks_registry.export.timm_import import MAPPED_FLAGS, TIMM_TRAIN_DEFAULTS, import_timm_args, same_flag_value
 from tricks_registry.recipe import list_recipes, resolve
 
 CLASSIFICATION = [f"{name}@{version}" for name, version, path in list_recipes()
@@ -44,18 +44,6 @@ def train_py_args_yaml(config: Path, out: Path) -> Path:
     args = parser.parse_args(["--data-dir", "/data/imagenet"])
     out.write_text(yaml.safe_dump(args.__dict__, default_flow_style=False))
     return out
-
-
-def _same(a, b) -> bool:
-    if isinstance(a, bool) or isinstance(b, bool):
-        return type(a) is type(b) and a == b
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
-    if isinstance(a, dict) and isinstance(b, dict):
-        return set(a) == set(b) and all(_same(a[k], b[k]) for k in a)
-    return a == b
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -146,7 +134,7 @@ def test_the_flags_alone_rebuild_what_train_py_expresses(tmp_path):
         assert result.carried is None and result.dropped == ()
         again = timm_args_values(result.recipe, world_size=8)
         wrong = {k: (cfg.get(k), again.get(k)) for k in set(cfg) | set(again)
-                 if not _same(cfg.get(k, TIMM_TRAIN_DEFAULTS[k]), again.get(k, TIMM_TRAIN_DEFAULTS[k]))}
+                 if not same_flag_value(cfg.get(k, TIMM_TRAIN_DEFAULTS[k]), again.get(k, TIMM_TRAIN_DEFAULTS[k]))}
         assert not wrong, (ident, wrong)
         ours, theirs = result.recipe.data, source.data
         assert ours["model"]["name"] == theirs["model"]["name"], ident

@@ -50,7 +50,7 @@ from .timm_args import (BOOKKEEPING_KEYS, CARRY_FORMAT, CARRY_KEY, VALUE_KEYS, t
                         write_text_atomic)
 
 __all__ = ["TIMM_TRAIN_DEFAULTS", "MAPPED_FLAGS", "BOOKKEEPING_KEYS", "DroppedFlag", "TimmImport", "read_timm_args",
-           "import_timm_args", "write_imported_recipe", "RECIPE_NAME"]
+           "import_timm_args", "write_imported_recipe", "RECIPE_NAME", "same_flag_value"]
 
 #: Every dest of timm's ``train.py`` (at :data:`~tricks_registry.export.timm_args.TIMM_TRAIN_PY_REF`) and its
 #: default, read off its parser: what a key missing from ``args.yaml`` means.
@@ -284,7 +284,7 @@ class _Args:
         return dict(v or {})
 
     def non_default(self, flag: str) -> bool:
-        return flag in self.values and not _same(self.values[flag], TIMM_TRAIN_DEFAULTS.get(flag))
+        return flag in self.values and not same_flag_value(self.values[flag], TIMM_TRAIN_DEFAULTS.get(flag))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -647,16 +647,16 @@ def _draft(args: _Args, world: int) -> _Draft:
 
 # ----------------------------------------------------------------------------------------------------------
 # comparing a recipe's export with the flags
-def _same(a: Any, b: Any) -> bool:
+def same_flag_value(a: Any, b: Any) -> bool:
     """Equal as train.py would read them: numbers to 1e-9 relative, lists and tuples alike, bools only as bools."""
     if isinstance(a, bool) or isinstance(b, bool):
         return type(a) is type(b) and a == b
     if isinstance(a, (int, float)) and isinstance(b, (int, float)):
         return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(same_flag_value(x, y) for x, y in zip(a, b))
     if isinstance(a, Mapping) and isinstance(b, Mapping):
-        return set(a) == set(b) and all(_same(a[k], b[k]) for k in a)
+        return set(a) == set(b) and all(same_flag_value(a[k], b[k]) for k in a)
     return a == b
 
 
@@ -691,7 +691,7 @@ class _Matcher:
 
     def wrong(self, exported: Mapping[str, Any], keys: Iterable[str]) -> frozenset[str]:
         """The flags among ``keys`` whose exported value (timm's default where not written) is not args.yaml's."""
-        return frozenset(k for k in keys if k in TIMM_TRAIN_DEFAULTS and not _same(
+        return frozenset(k for k in keys if k in TIMM_TRAIN_DEFAULTS and not same_flag_value(
             exported[k] if k in exported else TIMM_TRAIN_DEFAULTS[k], self.flags[k]))
 
 
