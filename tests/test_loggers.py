@@ -93,6 +93,16 @@ def no_logger_warnings(record: list[warnings.WarningMessage]) -> None:
     assert [str(w.message) for w in record if issubclass(w.category, LoggerWarning)] == []
 
 
+def drive_without_warnings(names: list[str], run_dir: Path, run_name: str) -> RunLoggers:
+    """A whole run through :func:`drive`, closed as finished; no tool may warn."""
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        with RunLoggers(names, run_dir, run_name=run_name) as lg:
+            drive(lg, run_dir)
+    no_logger_warnings(record)
+    return lg
+
+
 # ---------------------------------------------------------------------------------------------------------
 def test_check_loggers_names_the_unknown_logger_and_the_missing_package(monkeypatch):
     check_loggers(LOGGERS)  # all three installed (the test extra)
@@ -124,11 +134,7 @@ def test_tensorboard_events_read_back_with_tensorboards_reader(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.plugins.hparams import plugin_data_pb2
 
-    with warnings.catch_warnings(record=True) as record:
-        warnings.simplefilter("always")
-        with RunLoggers(["tensorboard"], tmp_path, run_name="tb-run") as lg:
-            drive(lg, tmp_path)
-    no_logger_warnings(record)
+    lg = drive_without_warnings(["tensorboard"], tmp_path, "tb-run")
     assert lg.active == ()  # closed
     acc = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
     acc.Reload()
@@ -154,12 +160,7 @@ def test_tensorboard_events_read_back_with_tensorboards_reader(tmp_path):
 def test_mlflow_local_store_in_the_run_folder_read_back_with_mlflows_client(tmp_path):
     from mlflow.tracking import MlflowClient
 
-    with warnings.catch_warnings(record=True) as record:
-        warnings.simplefilter("always")
-        lg = RunLoggers(["mlflow"], tmp_path, run_name="resnet50d_cosine-v2-20260101-000000")
-        drive(lg, tmp_path)
-        lg.close()
-    no_logger_warnings(record)
+    drive_without_warnings(["mlflow"], tmp_path, "resnet50d_cosine-v2-20260101-000000")
     run_id = json.loads((tmp_path / "loggers.json").read_text())["mlflow_run_id"]
     client = MlflowClient("sqlite:///" + (tmp_path / "mlruns" / "mlflow.db").as_posix())
     run = client.get_run(run_id)
@@ -242,11 +243,7 @@ def wandb_offline_run(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any
 
 
 def test_wandb_offline_run_folder_holds_config_and_history(tmp_path):
-    with warnings.catch_warnings(record=True) as record:
-        warnings.simplefilter("always")
-        with RunLoggers(["wandb"], tmp_path, run_name="wb-run") as lg:
-            drive(lg, tmp_path)
-    no_logger_warnings(record)
+    lg = drive_without_warnings(["wandb"], tmp_path, "wb-run")
     config, history, files, folder = wandb_offline_run(tmp_path)
     run_id = json.loads((tmp_path / "loggers.json").read_text())["wandb_run_id"]
     assert folder.name.endswith(f"-{run_id}")

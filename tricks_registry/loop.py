@@ -34,7 +34,7 @@ from . import __version__
 from .build import Components, schedule_part
 from .checkpoint import atomic_write_png, latest_checkpoint, resumable_checkpoints, rng_state, save_checkpoint, \
     save_weights, set_rng_state, state_dict_for_save, state_sha256
-from .data import ResumableSampler
+from .data import ResumableSampler, StreamingSource
 from .distributed import DistInfo, agree_flags, gather, mean_over_processes, say, unwrap_model
 from .errors import CheckpointError, TrainingError, TrainingStopped
 from .loggers import RunLoggers
@@ -49,12 +49,13 @@ __all__ = ["fit", "LoopData", "global_batches", "optimizer_step", "backward_upda
 
 @dataclass
 class LoopData:
-    """The loaders of a run: training (through a :class:`~.data.ResumableSampler`) and validation (this
-    process's share), the per-process batch of one forward pass, and how many of them make one optimizer step
-    (gradient accumulation; :func:`.recipe.batch_plan`)."""
+    """The loaders of a run: training (through a :class:`~.data.ResumableSampler`, or a stream's
+    :class:`~.data.StreamingSource`: both have ``set_epoch`` and ``start_at``) and validation (this process's
+    share), the per-process batch of one forward pass, and how many of them make one optimizer step (gradient
+    accumulation; :func:`.recipe.batch_plan`)."""
 
     train_loader: DataLoader
-    sampler: ResumableSampler
+    sampler: ResumableSampler | StreamingSource
     val_loader: DataLoader
     batch_size: int
     accumulation: int = 1
@@ -179,7 +180,7 @@ def fit(task: Task, components: Components, run: RunFolder, data: LoopData, env:
             for step, micro_batches in enumerate(bar, start=first_step):
                 # one optimizer step over `accumulation` micro-batches; DDP all-reduces the last one's gradients only
                 c.optimizer.zero_grad(set_to_none=True)
-                step_loss = torch.zeros((), device=dev)
+                loss = torch.zeros((), device=dev)  # the step's loss: the mean over its micro-batches
                 step_sums = torch.zeros_like(sums)
                 for i, batch in enumerate(micro_batches):
                     batch = task.to_device(batch, dev)
@@ -189,11 +190,10 @@ def fit(task: Task, components: Components, run: RunFolder, data: LoopData, env:
                         total = losses["loss"] if accumulation == 1 else losses["loss"] / accumulation
                         c.scaler.scale(total).backward()
                     n = task.batch_size(batch)
-                    step_loss = step_loss + total.detach().float()
+                    loss = loss + total.detach().float()
                     parts = [losses[f].detach() for f in task.loss_parts]
                     step_sums += torch.stack([losses["loss"].detach(), *parts]).double() * n
                     seen += n
-                loss = step_loss
                 finite = torch.isfinite(loss)
                 if not c.scaler.is_enabled():  # note the first non-finite loss; checked below without a host sync
                     first = ~finite & (nonfinite_at < 0)
