@@ -226,7 +226,9 @@ def test_disk_full_in_a_run_stops_it_with_a_message_and_the_last_checkpoint_resu
         return real(path, data)
 
     monkeypatch.setattr(ckpt, "atomic_write_bytes", full_after_epoch_one)
-    with pytest.raises(CheckpointError, match="No space left on device; the previous checkpoint is intact"):
+    with pytest.raises(CheckpointError, match=r"No space left on device; the newest resumable checkpoint, "
+                       rf"step-{STEPS // 2:08d} \(the end of epoch 1\), is intact: free space and continue with "
+                       "--resume"):
         train(small_recipe(), data_dir=str(cifar_subset), output=tmp_path, device="cpu", progress=False)
     run_dir = only_run(tmp_path)
     tag, _, state = latest_checkpoint(run_dir / "checkpoints", warn=lambda m: None)

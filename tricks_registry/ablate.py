@@ -317,9 +317,11 @@ def _count_images(data_dir: Path, split: str, dataset: str | None = None) -> tup
 def run_ablation(refs: Sequence[str], *, data_dir: str | Path, output: str | Path, preset: str = "none",
                  seeds: int = 2, extra: Sequence[str] = (), teacher: str | None = None, device: str | None = None,
                  progress: bool = True, ladder_name: str | None = None, command: str | None = None,
-                 results_dir: str | Path | None = None) -> dict[str, Any]:
+                 results_dir: str | Path | None = None, scan: bool = True, rescan: bool = False) -> dict[str, Any]:
     """Train every rung of ``refs`` for ``seeds`` seeds (0 .. seeds-1) into ``output``; write results.json,
-    results.md and results.png into ``results_dir`` (default ``output``) after every run; return the results."""
+    results.md and results.png into ``results_dir`` (default ``output``) after every run; return the results.
+    The first run trained scans the images (``scan``; ``rescan``: every file decoded again, see :mod:`.scan`),
+    the later ones trust it."""
     if preset not in PRESETS:
         raise TimmTricksError(f"--preset {preset}: unknown; presets: {', '.join(PRESETS)}")
     if seeds < 1:
@@ -335,7 +337,7 @@ def run_ablation(refs: Sequence[str], *, data_dir: str | Path, output: str | Pat
     needs_teacher = any("distillation" in r.data["tricks"] for r in published)
     started = time.perf_counter()
     teacher_info: dict[str, Any] | None = None
-    scanned = False
+    scanned = not scan
     probe = plan_ladder(refs[:1], p, seed_list[:1], extra)[0].recipes[0]  # for the data splits
     dataset = probe.data["data"].get("dataset")  # --set data.dataset=SPEC: any source read by index
     train_images, classes = _count_images(data_dir, probe.data["data"]["train_split"], dataset)
@@ -351,7 +353,7 @@ def run_ablation(refs: Sequence[str], *, data_dir: str | Path, output: str | Pat
             tqdm.write(f"ablate: training the distillation teacher first ({t_recipe.data['model']['name']}, "
                        f"{t_recipe.data['train']['epochs']} epochs of {t_ref}) into {out / 'teacher'}")
             t_dir = train(t_recipe, data_dir=str(data_dir), output=out / "teacher", device=device, progress=progress,
-                          scan_data=not scanned)
+                          scan_data=not scanned, rescan=rescan and not scanned)
             scanned = True
         else:
             tqdm.write(f"ablate: reusing the teacher trained before in {t_dir}")
@@ -392,7 +394,7 @@ def run_ablation(refs: Sequence[str], *, data_dir: str | Path, output: str | Pat
                 tqdm.write(f"ablate [{done}/{total}] {rung.label}: {recipe.name}, seed {seed}, "
                            f"{recipe.data['model']['name']}, {recipe.data['train']['epochs']} epoch(s)")
                 run_dir = train(recipe, data_dir=str(data_dir), output=folder, device=device, progress=progress,
-                                scan_data=not scanned)  # every image decodes: checked once, by the first run
+                                scan_data=not scanned, rescan=rescan and not scanned)  # every image decodes: checked once, by the first run
                 scanned = True
             else:
                 tqdm.write(f"ablate [{done}/{total}] {rung.label}, seed {seed}: reusing {run_dir}")

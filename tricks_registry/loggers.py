@@ -31,7 +31,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 import time
 import warnings
 from contextlib import contextmanager
@@ -39,6 +38,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 from .errors import TimmTricksError, TrainingStopped
+from .fsutil import atomic_write_text
 
 __all__ = ["LOGGERS", "LoggerWarning", "RunLoggers", "check_loggers", "TENSORBOARD_DIR", "MLFLOW_DIR",
            "LOGGERS_FILE"]
@@ -126,16 +126,8 @@ def _read_state(run_dir: Path) -> dict[str, Any]:
 
 
 def _write_state(run_dir: Path, state: Mapping[str, Any]) -> None:
-    """``loggers.json``, atomically (a temporary file, then a rename)."""
-    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=f".{LOGGERS_FILE}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(dict(state), f, indent=1, sort_keys=True)
-            f.write("\n")
-        os.replace(tmp, run_dir / LOGGERS_FILE)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """``loggers.json``, atomically (:func:`.fsutil.atomic_write_text`)."""
+    atomic_write_text(run_dir / LOGGERS_FILE, json.dumps(dict(state), indent=1, sort_keys=True) + "\n")
 
 
 @contextmanager

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import platform
 import signal
 import threading
@@ -32,8 +33,8 @@ from tqdm import tqdm
 
 from . import __version__
 from .build import Components, schedule_part
-from .checkpoint import atomic_write_png, latest_checkpoint, resumable_checkpoints, rng_state, save_checkpoint, \
-    save_weights, set_rng_state, state_dict_for_save, state_sha256
+from .checkpoint import atomic_write_png, describe_checkpoint, latest_checkpoint, resumable_checkpoints, rng_state, \
+    save_checkpoint, save_weights, set_rng_state, state_dict_for_save, state_sha256
 from .data import ResumableSampler, StreamingSource
 from .distributed import DistInfo, agree_flags, gather, mean_over_processes, say, unwrap_model
 from .errors import CheckpointError, TrainingError, TrainingStopped
@@ -44,7 +45,8 @@ from .tasks import Task
 from .tricks.finetune import apply_freeze
 from .tricks.schedules import lr_sequence
 
-__all__ = ["fit", "LoopData", "global_batches", "optimizer_step", "backward_update", "model_checksum", "run_summary", "SignalStop"]
+__all__ = ["fit", "LoopData", "global_batches", "optimizer_step", "backward_update", "model_checksum", "run_summary", "SignalStop",
+           "STOP_SIGNALS", "WorkerSignalGuard"]
 
 
 @dataclass
@@ -60,6 +62,8 @@ class LoopData:
     batch_size: int
     accumulation: int = 1
     plan: BatchPlan | None = None
+    #: the loaders' ``worker_init_fn`` (:class:`WorkerSignalGuard`): released when the loop ends
+    worker_guard: WorkerSignalGuard | None = None
 
     @property
     def steps_per_epoch(self) -> int:
@@ -115,12 +119,14 @@ def fit(task: Task, components: Components, run: RunFolder, data: LoopData, env:
             say(env, f"{run.path} is finished: it trained {state['epoch'] + 1} of {epochs} epoch(s)"
                      f"{' (stopped early)' if state.get('stopped_early') else ''}; nothing left to resume")
         else:
-            say(env, f"resuming {run.path} from checkpoint {tag}: epoch {start_epoch + 1} of {epochs}, step "
-                     f"{start_step + 1} of {steps_per_epoch}")
+            where = (f"the end of epoch {start_epoch + 1} of {epochs}" if start_step >= steps_per_epoch else
+                     f"epoch {start_epoch + 1} of {epochs}, step {start_step + 1} of {steps_per_epoch}")
+            say(env, f"resuming {run.path} from checkpoint {tag}: {where}")
 
     def save(epoch: int, step: int, epoch_done: bool, sums: torch.Tensor, seen: int, elapsed: float,
-             stopped_early: bool = False) -> str:
-        """A resumable checkpoint: every process's RNGs and epoch totals, gathered on the main process."""
+             stopped_early: bool = False, weights_from: Any = None) -> str:
+        """A resumable checkpoint: every process's RNGs and epoch totals, gathered on the main process; its
+        weights linked to ``weights_from`` when that file holds them already (the epoch's last weights)."""
         rngs = gather(rng_state(), env)
         epoch_totals = gather((sums.tolist(), seen, elapsed), env)
         path = ckpt_dir / f"step-{num_updates:08d}.json"
@@ -131,7 +137,8 @@ def fit(task: Task, components: Components, run: RunFolder, data: LoopData, env:
                      "scaler": c.scaler.state_dict(), "ema": c.ema.state_dict() if c.ema is not None else None,
                      "early_stopping": c.early_stopping.state_dict() if c.early_stopping is not None else None,
                      "stopped_early": stopped_early, "rng": rngs, "recipe_sha256": recipe.sha256}
-            path = _write_or_raise(save_checkpoint, ckpt_dir, path.stem, model, state, keep=keep)
+            path = _write_or_raise(save_checkpoint, ckpt_dir, path.stem, model, state, keep=keep,
+                                   weights_from=weights_from, checkpoints=ckpt_dir, run_path=run.path)
         return str(path)
 
     def check() -> bool:
@@ -246,22 +253,27 @@ def fit(task: Task, components: Components, run: RunFolder, data: LoopData, env:
                 run.append_metrics(row, task.metric_fields)
                 meta = {"epoch": epoch + 1, **{k: row.get(k) for k in task.weights_meta},
                         "recipe_sha256": recipe.sha256}
-                _write_or_raise(save_weights, run.weights_file("last"), model, meta)
+                # the same weights are written once: best (when improved) and the epoch's checkpoint link to last
+                where = dict(checkpoints=ckpt_dir, run_path=run.path)
+                _write_or_raise(save_weights, run.weights_file("last"), model, meta, **where)
                 if improved:
-                    _write_or_raise(save_weights, run.weights_file("best"), model, meta)
+                    _write_or_raise(save_weights, run.weights_file("best"), model, meta,
+                                    same_as=run.weights_file("last"), **where)
                 if c.ema is not None:  # the averaged weights beside the raw ones, scored by their own metric
                     ema_meta = {"epoch": epoch + 1, task.best_metric: row.get(ema_key), "ema": True,
                                 "recipe_sha256": recipe.sha256}
-                    _write_or_raise(save_weights, run.weights_file("last_ema"), c.ema.module, ema_meta)
+                    _write_or_raise(save_weights, run.weights_file("last_ema"), c.ema.module, ema_meta, **where)
                     if ema_improved:
-                        _write_or_raise(save_weights, run.weights_file("best_ema"), c.ema.module, ema_meta)
+                        _write_or_raise(save_weights, run.weights_file("best_ema"), c.ema.module, ema_meta,
+                                        same_as=run.weights_file("last_ema"), **where)
                 plot_run(run, recipe, task, c, steps_per_epoch)
                 loggers.log_epoch(epoch + 1, row)
                 for png in (CURVES_FILE, *((LR_SCHEDULE_FILE,) if epoch == start_epoch else ())):  # the LR plot once
                     loggers.log_artifact(run.file(png))
                 tqdm.write(f"epoch {epoch + 1}/{epochs}: loss {row['train_loss']:.4f}  {task.scores(row)}  "
                            f"{row['images_per_s']:.1f} img/s  ({epoch_s:.0f} s)")
-            path = save(epoch, steps_per_epoch, True, sums, seen, epoch_s, stopped_early=bool(stop))
+            path = save(epoch, steps_per_epoch, True, sums, seen, epoch_s, stopped_early=bool(stop),
+                        weights_from=run.weights_file("last") if env.is_main else None)
             if agree_flags(torch.tensor(-1, device=dev), stopper.requested, env)[1]:  # a signal during evaluation
                 raise stopped(path)
             if stop:
@@ -273,6 +285,8 @@ def fit(task: Task, components: Components, run: RunFolder, data: LoopData, env:
         raise
     finally:
         stopper.restore()
+        if data.worker_guard is not None:
+            data.worker_guard.release()
         loggers.close(status)
     return int(skipped_steps)
 
@@ -320,13 +334,50 @@ def backward_update(loss: torch.Tensor, *, model: torch.nn.Module, optimizer: to
     return optimizer_step(model=model, optimizer=optimizer, scaler=scaler, grad_clip=grad_clip, device=loss.device)
 
 
+#: the signals that stop a run after a checkpoint: SIGTERM (SLURM before a preemption or the time limit, ``timeout``,
+#: ``kill``), SIGINT (Ctrl-C) and SIGUSR1 (SLURM's ``--signal=USR1@SECONDS``)
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGUSR1") if hasattr(signal, name))
+
+
+class WorkerSignalGuard:
+    """A data-loader ``worker_init_fn``: the stop signals are the main process's to handle, until it lets its
+    workers go.
+
+    SLURM, ``timeout`` and ``kill -TERM -PGID`` signal every process of the job, workers included. Left alone, a
+    worker dies of SIGTERM (torch's worker handler) before the main process has saved, and the run ends in a
+    traceback; on SIGINT it prints the main process's notice a second time. So a worker ignores the stop signals
+    while the run needs it, and exits quietly on one once the main process has called :meth:`release` (the loop
+    does when it ends, however it ends; and at exit, when Python's multiprocessing ends its daemonic children with
+    SIGTERM). A worker whose main process died ends by torch's own watchdog."""
+
+    def __init__(self) -> None:
+        import atexit
+        import multiprocessing
+
+        self._released = multiprocessing.get_context().Event()
+        atexit.register(self._released.set)  # registered after multiprocessing's own: runs before it
+
+    def __call__(self, worker_id: int) -> None:
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if self._released.is_set():  # the main process is done with this worker (torch's terminate, or exit)
+            os._exit(0)
+
+    def release(self) -> None:
+        """The workers may end now: a stop signal ends them (the main process has saved, or is exiting)."""
+        self._released.set()
+
+
 class SignalStop:
-    """SIGTERM / SIGINT set a flag; the loop saves a checkpoint at the end of the current step and stops."""
+    """SIGTERM / SIGINT / SIGUSR1 set a flag; the loop saves a checkpoint at the end of the current step and
+    stops (data-loader workers leave them to the main process: :class:`WorkerSignalGuard`)."""
 
     def __init__(self) -> None:
         self.signum, self.name, self._old = 0, "", {}
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in STOP_SIGNALS:
                 self._old[sig] = signal.signal(sig, self._handle)
 
     def _handle(self, signum: int, frame: Any) -> None:
@@ -345,14 +396,21 @@ class SignalStop:
             signal.signal(sig, handler)
 
 
-def _write_or_raise(write: Any, *args: Any, **kwargs: Any) -> Any:
-    """A checkpoint write; a full disk or another OS error stops the run with a message (the previous
-    checkpoint is intact: every file is written to a temporary file and renamed)."""
+def _write_or_raise(write: Any, *args: Any, checkpoints: Any, run_path: Any, **kwargs: Any) -> Any:
+    """A checkpoint or weights write; a full disk or another OS error stops the run with a message that says
+    what is there to continue from: the newest resumable checkpoint (intact: every file is written to a
+    temporary file and renamed), or none yet."""
     try:
         return write(*args, **kwargs)
     except OSError as err:
-        raise CheckpointError(f"cannot write a checkpoint to {args[0]}: {err.strerror or err}; the previous "
-                              "checkpoint is intact. Free space and continue with --resume RUN_DIR") from None
+        good = resumable_checkpoints(checkpoints)
+        if good:
+            there = (f"the newest resumable checkpoint, {describe_checkpoint(checkpoints, good[-1])}, is intact: free "
+                     f"space and continue with --resume {run_path}")
+        else:
+            there = ("no resumable checkpoint was saved yet, so --resume cannot continue this run: free space and "
+                     "start it again")
+        raise CheckpointError(f"cannot write {args[0]}: {err.strerror or err}; {there}") from None
 
 
 def model_checksum(model: torch.nn.Module) -> str:

@@ -7,6 +7,8 @@ A run folder (``runs/<recipe>-v<version>-<stamp>/``) holds::
     metrics.csv            one row per epoch (the task's metric fields)
     summary.json           written when the run ends: a run with one is finished
     bad_images.txt         images left out by --skip-bad-images (path<TAB>why), when any
+    scan.npz               what the bad-image scan found of each file (see :mod:`.scan`): --resume decodes nothing again
+    trainer.lock           held (fcntl) by the one trainer of this folder while it runs; ``host pid`` inside
     pretrained.json        a fine-tuned run's starting weights: spec, architecture, revision, SHA-256
     curves.png, lr_schedule.png
     checkpoints/best.safetensors, last.safetensors    weights + manifest
@@ -28,10 +30,12 @@ import yaml
 
 from .checkpoint import append_metrics, atomic_write_text, read_metrics
 from .errors import CheckpointError, RecipeError
+from .fsutil import ExclusiveLock, LockHeld
 from .recipe import Recipe, recipe_hash
+from .scan import ScanResult
 
 __all__ = ["RunFolder", "RECIPE_FILE", "RECIPE_HASH_FILE", "METRICS_FILE", "SUMMARY_FILE", "BAD_IMAGES_FILE",
-           "PRETRAINED_FILE", "BATCH_FILE", "CURVES_FILE", "LR_SCHEDULE_FILE", "CHECKPOINTS_DIR", "WEIGHT_TAGS", "is_run_folder", "run_folder_name"]
+           "PRETRAINED_FILE", "BATCH_FILE", "SCAN_FILE", "LOCK_FILE", "CURVES_FILE", "LR_SCHEDULE_FILE", "CHECKPOINTS_DIR", "WEIGHT_TAGS", "is_run_folder", "run_folder_name"]
 
 RECIPE_FILE = "recipe.yaml"
 RECIPE_HASH_FILE = "recipe.sha256"
@@ -40,6 +44,8 @@ SUMMARY_FILE = "summary.json"
 BAD_IMAGES_FILE = "bad_images.txt"
 PRETRAINED_FILE = "pretrained.json"
 BATCH_FILE = "batch.json"
+SCAN_FILE = "scan.npz"
+LOCK_FILE = "trainer.lock"
 CURVES_FILE = "curves.png"
 LR_SCHEDULE_FILE = "lr_schedule.png"
 CHECKPOINTS_DIR = "checkpoints"
@@ -81,11 +87,12 @@ class RunFolder:
 
     # ---- writing (the main process only)
     @classmethod
-    def create(cls, output: str | os.PathLike, name: str) -> "RunFolder":
-        """A new, empty run folder ``output/name`` (an existing one is an error, never overwritten)."""
+    def create(cls, output: str | os.PathLike, name: str, *, exist_ok: bool = False) -> "RunFolder":
+        """A new, empty run folder ``output/name`` (an existing one is an error, never overwritten; with
+        ``exist_ok``, one that a run left before its first checkpoint is used again)."""
         folder = cls(Path(output) / name)
         try:
-            folder.checkpoints.mkdir(parents=True, exist_ok=False)
+            folder.checkpoints.mkdir(parents=True, exist_ok=exist_ok)
         except FileExistsError:
             raise CheckpointError(f"{folder.path}: a run folder of that name exists already; not overwriting it") \
                 from None
@@ -94,6 +101,24 @@ class RunFolder:
     def write_recipe(self, recipe: Recipe) -> None:
         atomic_write_text(self.file(RECIPE_FILE), recipe.to_yaml())
         atomic_write_text(self.file(RECIPE_HASH_FILE), recipe.sha256 + "\n")
+
+    def hold(self) -> ExclusiveLock:
+        """Take this folder's one-trainer lock (``trainer.lock``; the main process, for the run's whole life); a
+        folder held by another trainer is a :class:`CheckpointError` naming the host and process that hold it. The
+        kernel drops the lock of a process that dies (``kill -9``), so a dead trainer never blocks a ``--resume``."""
+        lock = ExclusiveLock(self.file(LOCK_FILE))
+        try:
+            return lock.acquire()
+        except LockHeld as err:
+            holder = f"process {err.holder.split()[-1]} on {err.holder.split()[0]}" if len(err.holder.split()) == 2 \
+                else "another process"
+            raise CheckpointError(f"{self.path}: another trainer is running on this run folder ({holder}); it goes on "
+                                  "untouched. Wait for it to end, or stop it first") from None
+
+    def write_scan(self, scan: ScanResult) -> None:
+        """What the bad-image scan found of each file (``scan.npz``): a ``--resume`` reads it and decodes nothing
+        of the unchanged files."""
+        scan.table.save(self.file(SCAN_FILE))
 
     def write_bad_images(self, bad_images: Sequence[tuple[str, str]]) -> None:
         atomic_write_text(self.file(BAD_IMAGES_FILE), "".join(f"{p}\t{why}\n" for p, why in bad_images))

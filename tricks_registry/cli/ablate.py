@@ -8,6 +8,7 @@ from typing import Any
 
 from ..errors import TimmTricksError
 from ..recipe import resolve
+from .train import add_scan_args
 
 __all__ = ["add_commands", "full_parser", "cmd_ablate"]
 
@@ -48,6 +49,7 @@ def full_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available, else cpu")
     p.add_argument("--dry-run", action="store_true", help="print the runs and their overrides, train nothing")
     p.add_argument("--no-progress", action="store_true")
+    add_scan_args(p)
     p.set_defaults(func=cmd_ablate)
     return p
 
@@ -94,6 +96,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         return 0
     run_ablation(refs, data_dir=args.data_dir, output=args.output, preset=args.preset, seeds=args.seeds,
                  extra=args.overrides, teacher=args.teacher, device=args.device, progress=not args.no_progress,
-                 ladder_name=ladder, command=_command(args), results_dir=args.results)
+                 ladder_name=ladder, command=_command(args), results_dir=args.results,
+                 scan=not args.no_scan, rescan=args.rescan)
     return 0
 

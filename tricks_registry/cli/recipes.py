@@ -11,6 +11,7 @@ from typing import Any
 from ..errors import DataError, TimmTricksError
 from ..recipe import find_recipe_file, list_recipes, resolve
 from ..registry import get_trick, list_tricks
+from .train import add_scan_args
 
 # ``lr-find`` imports what it runs (torch, timm) inside its command; ``recipe export`` and ``recipe import`` need
 # neither (tests/test_startup.py checks it).
@@ -42,6 +43,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--device", choices=["cpu", "cuda"])
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--no-progress", action="store_true")
+    add_scan_args(p)
     p.set_defaults(func=cmd_lr_find)
     p = sub.add_parser("recipe", help="list, show, diff, export and import recipes")
     rsub = p.add_subparsers(dest="recipe_cmd", required=True)
@@ -128,6 +130,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_lr_find(args: argparse.Namespace) -> int:
     from ..data import StreamingSource, demo_datasets, open_datasets
     from ..lr_find import describe, lr_range_test, write_outputs
+    from ..scan import ScanPolicy
 
     overrides = ([f"data.dataset={json.dumps(args.dataset)}"] if args.dataset else []) + list(args.overrides)
     recipe = resolve(args.recipe, overrides, demo=args.demo)
@@ -136,7 +139,8 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
     elif args.data_dir:
         d = recipe.data["data"]
         train_set, _, _ = open_datasets(d.get("dataset"), args.data_dir, d["train_split"], d["val_split"],
-                                        d["subset_per_class"], progress=not args.no_progress)
+                                        d["subset_per_class"], progress=not args.no_progress,
+                                        scan=ScanPolicy(enabled=not args.no_scan, rescan=args.rescan))
         if isinstance(train_set, StreamingSource):
             raise DataError(f"lr-find: {d['dataset']} is a stream; the range test reads sources by index (folder, "
                             "tar, torch/, hfds/)")

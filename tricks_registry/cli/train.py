@@ -3,18 +3,18 @@ the paper's section 6), with the Hub options ``--push-to-hub``, ``--private``, `
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ..cache import cache_dir
 from ..errors import CheckpointError, HubError, TimmTricksError
+from ..fsutil import ExclusiveLock
 
 # The library (torch, timm, the Hub client) is imported inside the commands: building the parser imports none of it.
 
-__all__ = ["DEFAULT_OUTPUT", "add_commands", "add_train_args", "cmd_train", "check_push_args", "push_after_train"]
+__all__ = ["DEFAULT_OUTPUT", "add_commands", "add_train_args", "add_scan_args", "cmd_train", "check_push_args", "push_after_train"]
 
 DEFAULT_OUTPUT = "runs"
 
@@ -45,6 +45,12 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe value, e.g. --set train.epochs=2 --set tricks.mixup.alpha=0.4 (repeatable)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    p.add_argument("--experiment", metavar="NAME",
+                   help="the run folder's name under --output (timm's --experiment; default: recipe, version, time)")
+    p.add_argument("--resume-if-exists", action="store_true",
+                   help="for jobs that are preempted and requeued with the same command: continue --output/NAME "
+                        "(--experiment NAME; under SLURM default <recipe>-v<version>-job<SLURM_JOB_ID>) when it holds "
+                        "a checkpoint of this recipe, do nothing when it is finished, start it otherwise")
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available, else cpu")
     p.add_argument("--demo", action="store_true",
                    help="train on the embedded MNIST digits (needs the 'demo' extra), scaled down to run on a CPU")
@@ -55,8 +61,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--skip-bad-images", action="store_true",
                    help="leave out unreadable images found by the scan (listed in the run folder's bad_images.txt) "
                         "instead of stopping before training")
-    p.add_argument("--no-scan", action="store_true",
-                   help="do not decode every image before training (a bad image then stops the run when it is read)")
+    add_scan_args(p)
     # the Hub
     p.add_argument("--push-to-hub", metavar="ORG/NAME",
                    help="when training ends, export the run (to RUN_DIR/hub) and push it to this Hub repo")
@@ -82,6 +87,15 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                         "files you trust (default: safetensors only)")
 
 
+def add_scan_args(p: argparse.ArgumentParser) -> None:
+    """``--no-scan`` and ``--rescan``: the bad-image scan of every command that scans a folder source."""
+    p.add_argument("--no-scan", action="store_true",
+                   help="do not decode every image before training (a bad image then stops the run when it is read)")
+    p.add_argument("--rescan", action="store_true",
+                   help="decode every image again, whatever the run folder or the cache (~/.cache/timm-tricks/scans) "
+                        "knows of the unchanged files")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from ..export.hub import pinned_teacher, resolve_recipe_arg
     from ..run_folder import RunFolder, is_run_folder
@@ -91,6 +105,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise TimmTricksError("--recipe is required (a name such as resnet50d_all, or a YAML file), or --resume RUN_DIR")
     data_overrides = [f"data.{key}={json.dumps(value)}" for key, value in (
         ("dataset", args.dataset), ("train_split", args.train_split), ("val_split", args.val_split)) if value is not None]
+    if args.resume and (args.resume_if_exists or args.experiment):
+        raise TimmTricksError("--resume RUN_DIR names the run to continue; drop --resume-if-exists / --experiment "
+                              "(or keep those and drop --resume)")
     if args.resume:
         if args.recipe or args.overrides or args.pretrained or data_overrides:
             raise TimmTricksError("--resume continues a run with the recipe saved in its folder; drop --recipe and --set"
@@ -117,9 +134,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         _download(recipe, args)
     run_dir = train(recipe, data_dir=args.data_dir, output=args.output, device=args.device, resume=args.resume,
                     demo=demo, teacher=teacher, progress=not args.no_progress, recovery_interval=args.recovery_interval,
-                    scan_data=not args.no_scan, skip_bad_images=args.skip_bad_images,
+                    scan_data=not args.no_scan, rescan=args.rescan, skip_bad_images=args.skip_bad_images,
                     trust_pickle=args.trust_pickle, device_batch=args.device_batch,
-                    log=args.log)
+                    log=args.log, experiment=args.experiment, resume_if_exists=args.resume_if_exists)
     push_after_train(args, run_dir)
     return 0
 
@@ -157,7 +174,7 @@ def demo_teacher_overrides(student: Any) -> list[str]:
 def demo_teacher_recipe(student: Any, folder: Path) -> Any:
     """The teacher's recipe, resolved from the student's resolved recipe (written to ``folder/student.yaml``), so
     that a new demo and the resume of one derive the same teacher, with the same hash."""
-    from ..checkpoint import atomic_write_text
+    from ..fsutil import atomic_write_text
     from ..recipe import resolve
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -165,27 +182,6 @@ def demo_teacher_recipe(student: Any, folder: Path) -> Any:
     if not student_file.is_file():
         atomic_write_text(student_file, student.to_yaml())
     return resolve(student_file, demo_teacher_overrides(student))
-
-
-@contextlib.contextmanager
-def _locked(path: Path, say: Any) -> Iterator[None]:
-    """An exclusive ``fcntl`` lock on ``path`` while the block runs: one process trains a teacher, the others wait
-    for it and then reuse what it wrote (the lock goes with the process that holds it, even when it is killed)."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock
-        yield
-        return
-    with open(path, "a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            say(f"demo: another demo is training the same teacher; waiting for it (lock {path})")
-            fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _demo_teacher(recipe: Any, args: argparse.Namespace) -> Path:
@@ -203,7 +199,11 @@ def _demo_teacher(recipe: Any, args: argparse.Namespace) -> Path:
     teacher_recipe = demo_teacher_recipe(recipe, root / "students")
     folder = root / teacher_recipe.sha256[:16]
     folder.mkdir(exist_ok=True)
-    with _locked(folder / ".lock", tqdm.write):
+    wait_note = lambda holder: tqdm.write(  # noqa: E731
+        f"demo: another demo ({holder or 'another process'}) is training the same teacher; waiting for it (lock "
+        f"{folder / '.lock'})")
+    # one process trains the teacher, the others wait, then reuse it (the kernel drops the lock of a killed holder)
+    with ExclusiveLock(folder / ".lock", wait=True, on_wait=wait_note):
         runs = sorted(p for p in folder.iterdir() if p.is_dir() and (p / "recipe.yaml").is_file())
         done = [p for p in runs if RunFolder(p).finished]
         if done:

@@ -61,6 +61,7 @@ from timm.models._hub import generate_readme  # timm's own card body (no public 
 from .. import __version__
 from ..cache import cache_dir
 from ..checkpoint import atomic_write_text, file_sha256, load_weights
+from ..fsutil import file_mode, process_umask
 from ..errors import CheckpointError, HubError, RecipeError
 from ..inference import recipe_data_config
 from ..models import Portable, portable_architecture
@@ -378,11 +379,9 @@ def _check_reload(folder: Path, weights: Mapping[str, Any], portable: Portable) 
 
 def _put_in_place(tmp: Path, out: Path) -> None:
     """Rename the finished folder onto ``out`` (an empty ``out`` or an earlier export is replaced)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp and the atomic writes make private files; an export is for sharing
+    tmp.chmod(0o777 & ~process_umask())  # mkdtemp makes a private folder; an export is for sharing
     for f in tmp.iterdir():
-        f.chmod(0o666 & ~umask)
+        f.chmod(file_mode())
     old = None
     if out.exists():
         old = out.with_name(f".{out.name}.old-{os.getpid()}")

@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
 
 from ..errors import TimmTricksError
+from ..fsutil import atomic_write_text
 from ..models import TORCHVISION_PREFIX, TIMM_RESNETS, is_timm_resnet, portable_name
 from ..parts import (LabelSmoothing, ModelTransform, ParamPolicy, Pipeline, TimmArgs, TimmContext,
                      batch_mixers_timm_args, compose, parts_from_config, sample_transforms_timm_args)
@@ -396,21 +396,13 @@ def _render(recipe: Recipe, world_size: int, out: _Out, carried: Mapping[str, An
 
 def write_text_atomic(path: str | Path, text: str, *, overwrite: bool = True) -> Path:
     """Write ``text`` to ``path`` through a temporary file in the same folder and a rename, so that the file is
-    never seen half-written; with ``overwrite`` false an existing file is a :class:`TimmTricksError`. (The
-    checkpoint module's writer imports torch; this one does not.)"""
+    never seen half-written (:func:`..fsutil.atomic_write_text`); with ``overwrite`` false an existing file is a
+    :class:`TimmTricksError`."""
     path = Path(path)
     if not overwrite and path.exists():
         raise TimmTricksError(f"{path}: exists already; pass --force to overwrite it")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_text(path, text)
     except OSError as err:
         raise TimmTricksError(f"{path}: cannot write it: {err.strerror or err}") from None
     return path

@@ -43,6 +43,8 @@ class TaskData:
     classes: list[str]
     collate: Callable[[list[Any]], Any] | None = None
     bad_images: list[tuple[str, str]] = ()  # type: ignore[assignment]
+    #: how the image files were checked (a :class:`~tricks_registry.scan.ScanResult`), when they were scanned
+    scan: Any = None
     val_batch_size: int | None = None  # None: the training batch size
 
 

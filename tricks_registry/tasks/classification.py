@@ -22,6 +22,7 @@ from ..data import demo_datasets, open_datasets
 from ..distributed import DistInfo
 from ..parts import Pipeline
 from ..recipe import Recipe
+from ..scan import ScanPolicy
 from ..tricks.augmentations import build_eval_transform, build_train_transform
 from ..tricks.efficiency import autocast, prepare_input
 from . import TaskData
@@ -96,7 +97,7 @@ class ClassificationTask:
     weights_meta = ("top1", "top5")
     eval_every = 1
 
-    def __init__(self, recipe: Recipe, *, demo: bool = False, scan_data: bool = True,
+    def __init__(self, recipe: Recipe, *, demo: bool = False, scan_data: bool | ScanPolicy = True,
                  skip_bad_images: bool = False, trust_pickle: bool = False) -> None:
         self.recipe, self.demo, self.scan_data, self.skip_bad_images = recipe, demo, scan_data, skip_bad_images
         self.trust_pickle = trust_pickle
@@ -116,7 +117,8 @@ class ClassificationTask:
                 scan=self.scan_data, skip_bad=self.skip_bad_images, progress=progress)
         train_set.transform = train_transform(self.recipe, pipeline)
         val_set.transform = eval_transform(self.recipe)
-        self._data = TaskData(train=train_set, val=val_set, classes=list(train_set.classes), bad_images=bad_images)
+        self._data = TaskData(train=train_set, val=val_set, classes=list(train_set.classes), bad_images=bad_images,
+                              scan=getattr(train_set, "scan", None))
         return self._data
 
     def num_classes(self, data: TaskData) -> int:

@@ -1,0 +1,171 @@
+"""Files on the ground floor, torch-free and used by every module that writes: atomic writes, hard links of
+identical files, and the exclusive lock a run folder (or a demo teacher's cache folder) is held by.
+
+- :func:`atomic_write_bytes` writes a temporary file in the target's folder, flushes it to disk and renames it
+  over the target, so a crash or a kill leaves the old file or the new one, never half of one. The new file gets
+  the mode a plain ``open()`` would give it under the process's umask (0644 under 022), not the 0600 that
+  ``tempfile.mkstemp`` makes: a colleague can read a shared run, its export and its checkpoints.
+- :func:`link_or_copy` makes ``dst`` another name of ``src`` (a hard link, put in place by rename), or a copy
+  where the file system has no hard links: weight files that hold the same bytes are stored once.
+- :class:`ExclusiveLock` is an ``fcntl`` lock on a file: it is released by the kernel when the holding process
+  ends, however it ends (``kill -9`` included), so a lock left by a dead process never blocks the next one. The
+  holder writes ``host pid`` into the file, so the one refused can say who holds it.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import tempfile
+from pathlib import Path
+from typing import IO, Callable
+
+__all__ = ["process_umask", "file_mode", "atomic_write_bytes", "atomic_write_text", "link_or_copy", "ExclusiveLock",
+           "LockHeld", "lock_holder"]
+
+
+def process_umask() -> int:
+    """This process's umask, read without changing it (Linux ``/proc/self/status``), else by setting and
+    restoring it."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode of a file that ``open(path, "w")`` creates now: ``0o666`` less the umask."""
+    return 0o666 & ~process_umask()
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temporary file in the same folder, fsync, rename), with the mode
+    of :func:`file_mode`. The folder is created when missing; on any error the temporary file is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, file_mode())
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """:func:`atomic_write_bytes` of ``text`` in UTF-8."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def link_or_copy(src: str | os.PathLike, dst: str | os.PathLike) -> bool:
+    """Make ``dst`` hold ``src``'s bytes: a hard link put in place by rename (no second copy on disk; True), or,
+    where the file system has no hard links, an atomic copy (False). ``src`` and ``dst`` are in one folder tree
+    whose files are only ever replaced by rename, never written in place, so a later write to one name never
+    changes the other."""
+    src, dst = Path(src), Path(dst)
+    if dst.exists() and os.path.samefile(src, dst):
+        return True
+    tmp = dst.with_name(f".{dst.name}.link-{os.getpid()}")
+    try:
+        tmp.unlink(missing_ok=True)
+        os.link(src, tmp)
+        os.replace(tmp, dst)
+        return True
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise
+    with open(src, "rb") as f:  # no hard links here (another file system, FAT, some network mounts)
+        atomic_write_bytes(dst, f.read())
+    return False
+
+
+class LockHeld(OSError):
+    """:class:`ExclusiveLock` found the lock taken; ``holder`` is what the holder wrote (``host pid``), or ''."""
+
+    def __init__(self, path: Path, holder: str):
+        self.path, self.holder = path, holder
+        super().__init__(errno.EWOULDBLOCK, f"{path} is locked" + (f" by {holder}" if holder else ""))
+
+
+def lock_holder(path: str | os.PathLike) -> str:
+    """What the holder of the lock file ``path`` wrote into it (``host pid``), or '' when unknown."""
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return ""
+
+
+class ExclusiveLock:
+    """An exclusive ``fcntl.flock`` on ``path`` (created with :func:`file_mode`) for the life of a ``with`` block or
+    between :meth:`acquire` and :meth:`release`. ``wait=False`` raises :class:`LockHeld` at once when another
+    process holds it; ``wait=True`` blocks, first calling ``on_wait(holder)``. The kernel releases the lock when
+    the holding process ends, however it ends. Without ``fcntl`` (not POSIX) there is no lock."""
+
+    def __init__(self, path: str | os.PathLike, *, wait: bool = False,
+                 on_wait: Callable[[str], None] | None = None) -> None:
+        self.path, self.wait, self.on_wait = Path(path), wait, on_wait
+        self._file: IO[str] | None = None
+
+    def acquire(self) -> "ExclusiveLock":
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            return self
+        f = open(self.path, "a+")
+        try:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = lock_holder(self.path)
+                if not self.wait:
+                    raise LockHeld(self.path, holder) from None
+                if self.on_wait is not None:
+                    self.on_wait(holder)
+                fcntl.flock(f, fcntl.LOCK_EX)
+            f.seek(0)
+            f.truncate()
+            f.write(f"{socket.gethostname()} {os.getpid()}\n")
+            f.flush()
+        except BaseException:
+            f.close()
+            raise
+        self._file = f
+        return self
+
+    def release(self) -> None:
+        if self._file is None:
+            return
+        try:
+            import fcntl
+
+            self._file.seek(0)
+            self._file.truncate()
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+        finally:
+            self._file.close()
+            self._file = None
+
+    @property
+    def held(self) -> bool:
+        return self._file is not None
+
+    def __enter__(self) -> "ExclusiveLock":
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
