@@ -213,40 +213,45 @@ def test_lr_null_is_timms_rule_and_the_warmup_starts_at_warmup_lr(tmp_path, opt,
 
 
 # ---------------------------------------------------------------------------------------------------------
-# 7. --resume keeps the best EMA score: best_ema stays the better earlier epoch's, as in a run never stopped
-def test_resume_keeps_the_best_ema_score(cifar_subset, tmp_path, monkeypatch):
+# 7. --resume keeps the best scores: best_ema (and best) stay the better earlier epoch's, as in a run never stopped
+def test_resume_keeps_the_best_and_best_ema_scores(cifar_subset, tmp_path, monkeypatch):
     recipe = resolve("resnet50d_cosine", TINY + ["train.epochs=2", "data.eval_crop_pct=1.0",
                                                  "tricks.ema={decay: 0.5}"])
     real = ClassificationTask.evaluate
 
-    def scripted(scores, stop_after_first=False):
-        """The EMA model scores 90 after epoch 1 and 10 after epoch 2 (the raw model is scored for real)."""
+    def scripted(ema_scores, raw_scores, stop_after_first=False):
+        """Scores handed out per epoch (the EMA model 90 then 10, the raw one 80 then 20); the losses are real."""
         def evaluate(self, model, loader, components, env, *, progress):
             row = real(self, model, loader, components, env, progress=progress)
             if components.ema is not None and model is components.ema.module:
-                row["top1"] = scores.pop(0)
+                row["top1"] = ema_scores.pop(0)
                 if stop_after_first:
                     os.kill(os.getpid(), signal.SIGTERM)  # a signal during evaluation: epoch-end checkpoint, stop
+            else:
+                row["top1"] = raw_scores.pop(0)
             return row
         return evaluate
 
-    monkeypatch.setattr(ClassificationTask, "evaluate", scripted([90.0, 10.0]))
+    monkeypatch.setattr(ClassificationTask, "evaluate", scripted([90.0, 10.0], [80.0, 20.0]))
     whole = train(recipe, data_dir=str(cifar_subset), output=tmp_path / "whole", device="cpu", progress=False)
-    monkeypatch.setattr(ClassificationTask, "evaluate", scripted([90.0], stop_after_first=True))
+    monkeypatch.setattr(ClassificationTask, "evaluate", scripted([90.0], [80.0], stop_after_first=True))
     with pytest.raises(TrainingStopped):
         train(recipe, data_dir=str(cifar_subset), output=tmp_path / "stopped", device="cpu", progress=False)
     stopped = _only_run(tmp_path / "stopped")
-    monkeypatch.setattr(ClassificationTask, "evaluate", scripted([10.0]))
+    monkeypatch.setattr(ClassificationTask, "evaluate", scripted([10.0], [20.0]))
     train(recipe, data_dir=str(cifar_subset), output=tmp_path / "stopped", device="cpu", progress=False,
           resume=stopped)
     for run_dir in (whole, stopped):
         best = json.loads((run_dir / "checkpoints" / "best_ema.json").read_text())
         assert (best["epoch"], best["top1"]) == (1, 90.0), run_dir
         assert json.loads((run_dir / "checkpoints" / "last_ema.json").read_text())["epoch"] == 2
-    a, b = (load_file(str(r / "checkpoints" / "best_ema.safetensors")) for r in (whole, stopped))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # epoch 1's EMA weights, bit for bit
+        assert json.loads((run_dir / "checkpoints" / "best.json").read_text())["epoch"] == 1, run_dir
+    for tag in ("best_ema", "best"):  # epoch 1's weights, bit for bit
+        a, b = (load_file(str(r / "checkpoints" / f"{tag}.safetensors")) for r in (whole, stopped))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), tag
     last = load_file(str(stopped / "checkpoints" / "last_ema.safetensors"))
-    assert not torch.equal(last["head.fc.weight"], b["head.fc.weight"])
+    best_ema = load_file(str(stopped / "checkpoints" / "best_ema.safetensors"))
+    assert not torch.equal(last["head.fc.weight"], best_ema["head.fc.weight"])
 
 
 # ---------------------------------------------------------------------------------------------------------
