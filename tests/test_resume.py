@@ -259,3 +259,29 @@ def test_nan_loss_stops_naming_the_step_and_the_last_good_checkpoint(cifar_subse
     assert "loss is nan at epoch 1, step 3 (update 3)" in message
     assert str(run_dir / "checkpoints" / "step-00000002.json") in message
     assert resumable_checkpoints(run_dir / "checkpoints") == ["step-00000002"]
+
+
+def test_sigterm_to_the_whole_process_group_saves_and_the_same_command_continues_to_the_same_weights(
+        cifar_subset, uninterrupted, tmp_path):
+    """What SLURM does before a preemption (every process of the job signalled, data-loader workers included),
+    then its requeue: the same command line again, and again once finished."""
+    same_command = command(cifar_subset, tmp_path, "--recovery-interval", "2", "--experiment", "job",
+                           "--resume-if-exists")
+    proc = subprocess.Popen(same_command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # its own process group: the run and its 2 workers
+    wait_for("job/checkpoints/step-00000004.json", tmp_path, proc)  # epoch 1, step 4 of 6
+    os.killpg(proc.pid, signal.SIGTERM)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
+    assert "Traceback" not in out + err and "killed by signal" not in out + err
+    assert (out + err).count("SIGTERM: saving a checkpoint") == 1  # the notice once, not once per worker
+    assert err.strip().splitlines()[-1].startswith("SIGTERM: saved ")
+    run_dir = tmp_path / "job"
+    assert not (run_dir / "summary.json").exists()
+    requeued = run(same_command)
+    assert requeued.returncode == 0, requeued.stderr[-3000:]
+    assert "resuming" in requeued.stdout + requeued.stderr
+    assert_same_run(uninterrupted, run_dir)
+    again = run(same_command)  # a requeue of a finished run does nothing
+    assert again.returncode == 0 and "is finished (summary.json): nothing to do" in again.stdout + again.stderr
+    assert_same_run(uninterrupted, run_dir)

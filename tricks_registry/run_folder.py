@@ -115,6 +115,16 @@ class RunFolder:
             raise CheckpointError(f"{self.path}: another trainer is running on this run folder ({holder}); it goes on "
                                   "untouched. Wait for it to end, or stop it first") from None
 
+    def remove_stale_temporaries(self) -> int:
+        """Remove the temporary files that a killed trainer left (``.NAME.*.tmp`` of an atomic write, ``.NAME.link-*``
+        of a link): never a target, but a checkpoint's worth of disk each. Only for the holder of :meth:`hold`.
+        Returns how many were removed."""
+        stale = [p for folder in (self.path, self.checkpoints) if folder.is_dir() for p in folder.iterdir()
+                 if p.name.startswith(".") and (p.name.endswith(".tmp") or ".link-" in p.name)]
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return len(stale)
+
     def write_scan(self, scan: ScanResult) -> None:
         """What the bad-image scan found of each file (``scan.npz``): a ``--resume`` reads it and decodes nothing
         of the unchanged files."""

@@ -86,6 +86,8 @@ def train(recipe: Recipe, *, data_dir: str | None, output: str | Path, device: s
         return plan.path
     resume = plan.path if plan.resume else None
     lock = _hold(plan.path, env) if plan.path is not None and (plan.resume or plan.reuse) else None
+    if lock is not None:
+        RunFolder(plan.path).remove_stale_temporaries()  # what a killed trainer left half-written
     try:
         return _train(recipe, plan, env, lock, data_dir=data_dir, output=output, resume=resume, demo=demo,
                       teacher=teacher, progress=progress, recovery_interval=recovery_interval,
