@@ -115,8 +115,9 @@ def _train(recipe: Recipe, plan: "RunPlan", env: DistInfo, lock: ExclusiveLock |
         device_batch = kept if kept is not None else device_batch
     batch_plan(recipe, env.world_size, device_batch)  # a batch that does not split fails before any data is read
     check_loggers(log)
-    task = task_for_recipe(recipe, env=env, demo=demo, scan_data=scan, skip_bad_images=skip_bad_images,
-                           trust_pickle=trust_pickle)
+    options = dict(demo=demo, scan_data=scan, skip_bad_images=skip_bad_images, trust_pickle=trust_pickle,
+                   normalize_on_device=env.device.type == "cuda")  # uint8 batches, normalized on the GPU (timm's way)
+    task = task_for_recipe(recipe, env=env, **options)
     pipeline = recipe_pipeline(recipe)
 
     # ---- data, then every component of the run

@@ -23,11 +23,12 @@ from ..distributed import DistInfo
 from ..parts import Pipeline
 from ..recipe import Recipe
 from ..scan import ScanPolicy
-from ..tricks.augmentations import build_eval_transform, build_train_transform
+from ..tricks.augmentations import DeviceInput, DeviceNormalize, build_eval_transform, build_train_transform, \
+    split_for_device
 from ..tricks.efficiency import autocast, prepare_input
 from . import TaskData
 
-__all__ = ["ClassificationTask", "forward_loss", "evaluate", "train_transform", "eval_transform", "METRIC_FIELDS"]
+__all__ = ["ClassificationTask", "forward_loss", "evaluate", "to_device_images", "train_transform", "eval_transform", "METRIC_FIELDS"]
 
 METRIC_FIELDS = ["epoch", "train_loss", "lr", "val_loss", "top1", "top5", "ema_top1", "images_per_s", "epoch_s",
                  "skipped_steps"]
@@ -51,12 +52,13 @@ def forward_loss(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, runtime: Any,
-             env: DistInfo) -> dict[str, float]:
-    """Top-1, top-5 (timm.utils.accuracy) and loss on this process's share of the val set, summed over all."""
+             env: DistInfo, finish: DeviceNormalize | None = None) -> dict[str, float]:
+    """Top-1, top-5 (timm.utils.accuracy) and loss on this process's share of the val set, summed over all
+    (``finish``: the device end of a split transform, for uint8 batches)."""
     model.eval()
     totals = torch.zeros(4, device=device, dtype=torch.float64)  # loss sum, top1 hits, top5 hits, count
     for images, labels in loader:
-        images, labels = prepare_input(images.to(device), runtime), labels.to(device)
+        images, labels = prepare_input(to_device_images(images, device, finish), runtime), labels.to(device)
         with autocast(runtime, device.type):
             logits = model(images).float()
         k = min(5, logits.shape[1])
@@ -69,6 +71,17 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, runtime
     loss, hit1, hit5, count = totals.tolist()
     count = max(count, 1)
     return {"loss": loss / count, "top1": 100 * hit1 / count, "top5": 100 * hit5 / count}
+
+
+def to_device_images(images: torch.Tensor | DeviceInput, device: torch.device,
+                     finish: DeviceNormalize | None) -> torch.Tensor:
+    """A batch of images on ``device``: float images as they are, or a :class:`DeviceInput` batch (uint8 from the
+    workers) copied over and normalized there by ``finish``."""
+    if isinstance(images, DeviceInput):
+        if finish is None:
+            raise TypeError("a uint8 DeviceInput batch needs the DeviceNormalize of its transform")
+        return finish(DeviceInput(*(t.to(device, non_blocking=True) for t in images)))
+    return images.to(device, non_blocking=True)
 
 
 def train_transform(recipe: Recipe, pipeline: Pipeline) -> Any:
@@ -98,9 +111,13 @@ class ClassificationTask:
     eval_every = 1
 
     def __init__(self, recipe: Recipe, *, demo: bool = False, scan_data: bool | ScanPolicy = True,
-                 skip_bad_images: bool = False, trust_pickle: bool = False) -> None:
+                 skip_bad_images: bool = False, trust_pickle: bool = False, normalize_on_device: bool = False) -> None:
         self.recipe, self.demo, self.scan_data, self.skip_bad_images = recipe, demo, scan_data, skip_bad_images
         self.trust_pickle = trust_pickle
+        #: the workers hand out uint8 images and the device converts and normalizes them (timm's PrefetchLoader;
+        #: train() asks for it on CUDA): :func:`~..tricks.augmentations.split_for_device`
+        self.normalize_on_device = normalize_on_device
+        self._finish: dict[str, DeviceNormalize] = {}
         self._data: TaskData | None = None
         #: where fine-tuning started (:func:`tricks_registry.weights.load_pretrained_into`'s record), else None
         self.pretrained_source: dict[str, Any] | None = None
@@ -117,6 +134,12 @@ class ClassificationTask:
                 scan=self.scan_data, skip_bad=self.skip_bad_images, progress=progress)
         train_set.transform = train_transform(self.recipe, pipeline)
         val_set.transform = eval_transform(self.recipe)
+        self._finish = {}
+        if self.normalize_on_device:  # each split whose transform ends ToTensor, [lighting], Normalize
+            for split, data in (("train", train_set), ("val", val_set)):
+                parts = split_for_device(data.transform)
+                if parts is not None:
+                    data.transform, self._finish[split] = parts
         self._data = TaskData(train=train_set, val=val_set, classes=list(train_set.classes), bad_images=bad_images,
                               scan=getattr(train_set, "scan", None))
         return self._data
@@ -135,7 +158,7 @@ class ClassificationTask:
     # ---- a step and an evaluation
     def to_device(self, batch: Any, device: torch.device) -> Any:
         images, labels = batch
-        return images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        return to_device_images(images, device, self._finish.get("train")), labels.to(device, non_blocking=True)
 
     def batch_size(self, batch: Any) -> int:
         return batch[0].shape[0]
@@ -148,7 +171,7 @@ class ClassificationTask:
 
     def evaluate(self, model: nn.Module, loader: DataLoader, components: Components, env: DistInfo, *,
                  progress: bool) -> dict[str, float]:
-        val = evaluate(model, loader, env.device, components.runtime, env)
+        val = evaluate(model, loader, env.device, components.runtime, env, finish=self._finish.get("val"))
         return {"val_loss": val["loss"], "top1": val["top1"], "top5": val["top5"]}
 
     # ---- what the run says

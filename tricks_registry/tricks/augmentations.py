@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Callable, Literal, NamedTuple, Sequence
 
 from ..parts import SampleTransform, TimmArgs, merge_timm_kwargs
 from ..registry import TrickError, check_param, lazy_import, register_trick
@@ -30,6 +30,7 @@ __all__ = [
     "pca_lighting_shift", "apply_pca_lighting", "PCALighting",
     "cutout_box", "apply_cutout", "Cutout",
     "build_train_transform", "build_eval_transform",
+    "DeviceInput", "ToDeviceInput", "DeviceNormalize", "split_for_device",
 ]
 
 #: Eigenvalues of the ImageNet RGB pixel covariance (pixels in [0, 1]), as in AlexNet
@@ -90,10 +91,16 @@ class PCALighting:
         return torch.tensor(self._eig[1], dtype=torch.float32)
 
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        shift = self.draw_shift()
+        return img if shift is None else img + shift.view(3, 1, 1)
+
+    def draw_shift(self) -> torch.Tensor | None:
+        """The RGB offset (float32, shape 3) that :meth:`__call__` adds, drawn from the same RNG in the same way
+        (None when ``std`` is 0): a data-loader worker draws it, the device adds it (:class:`DeviceNormalize`)."""
         if self.std == 0:
-            return img
+            return None
         alpha = torch.normal(0.0, self.std, size=(3,), generator=self.generator)
-        return apply_pca_lighting(img, alpha, self.eigval, self.eigvec)
+        return pca_lighting_shift(alpha.to(torch.float32), self.eigval, self.eigvec)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(std={self.std})"
@@ -383,3 +390,70 @@ def build_eval_transform(*, input_size: int, mean: Sequence[float], std: Sequenc
     check_param(0.0 < crop_pct <= 1.0, "build_eval_transform", "crop_pct", f"must be in (0, 1], got {crop_pct}")
     return timm_data.create_transform(input_size=input_size, is_training=False, crop_pct=crop_pct,
                             interpolation=interpolation, mean=tuple(mean), std=tuple(std))
+
+
+# ---------------------------------------------------------------------------------------------
+# The device end of the loader (timm's PrefetchLoader): uint8 from the workers, floats on the GPU
+# ---------------------------------------------------------------------------------------------
+
+class DeviceInput(NamedTuple):
+    """What a data-loader worker hands out on the device path: the augmented image as ``uint8`` (3, H, W) and the
+    PCA lighting offset it drew (float32, shape 3; shape 0 without lighting). A batch of them is collated field
+    by field and finished on the device by :class:`DeviceNormalize`."""
+
+    pixels: torch.Tensor
+    shift: torch.Tensor
+
+
+class ToDeviceInput:
+    """The worker's end of a split transform: the PIL steps (crop, flip, colour jitter...), then the image as a
+    ``uint8`` tensor, and the lighting offset drawn where the full transform would have drawn it. No float
+    conversion in the worker, and a host-to-device copy four times smaller."""
+
+    def __init__(self, pil_steps: Sequence[Callable], lighting: "PCALighting | None" = None):
+        self.pil_steps, self.lighting = T.Compose(list(pil_steps)), lighting
+
+    def __call__(self, img: Any) -> DeviceInput:
+        import numpy as np
+
+        img = self.pil_steps(img)
+        pixels = torch.from_numpy(np.array(img, dtype=np.uint8, copy=True)).permute(2, 0, 1).contiguous()
+        shift = self.lighting.draw_shift() if self.lighting is not None else None
+        return DeviceInput(pixels, shift if shift is not None else torch.zeros(0))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.pil_steps}, lighting={self.lighting})"
+
+
+class DeviceNormalize:
+    """The device's end: ``pixels / 255``, plus each image's lighting offset, then ``(x - mean) / std``: the same
+    float operations, in the same order, as ToTensor, :class:`PCALighting` and ``Normalize`` on one image, so the
+    batch equals the CPU path's."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]):
+        self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
+
+    def __call__(self, batch: DeviceInput) -> torch.Tensor:
+        x = batch.pixels.to(torch.get_default_dtype()).div(255)
+        if batch.shift.numel():
+            x = x + batch.shift.view(-1, 3, 1, 1).to(x)
+        mean = torch.as_tensor(self.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        std = torch.as_tensor(self.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        return x.sub_(mean).div_(std)
+
+
+def split_for_device(transform: Any) -> tuple[ToDeviceInput, DeviceNormalize] | None:
+    """A train or eval transform (a ``Compose`` ending ``ToTensor, [PCALighting], Normalize``) split at ToTensor
+    into the worker's part and the device's part; None when anything else follows ToTensor (random erasing,
+    cutout, another tensor-stage transform): that transform stays whole, on the CPU."""
+    steps = list(getattr(transform, "transforms", ()))
+    at = next((i for i, t in enumerate(steps) if type(t).__name__ in ("ToTensor", "MaybeToTensor")), None)
+    if at is None:
+        return None
+    tail = steps[at + 1:]
+    lighting = tail.pop(0) if tail and isinstance(tail[0], PCALighting) else None
+    if len(tail) != 1 or not isinstance(tail[0], T.Normalize):
+        return None
+    norm = tail[0]
+    return ToDeviceInput(steps[:at], lighting), DeviceNormalize(
+        [float(m) for m in torch.as_tensor(norm.mean).tolist()], [float(v) for v in torch.as_tensor(norm.std).tolist()])
