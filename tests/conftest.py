@@ -67,3 +67,23 @@ def wait_for(pattern: str, root: Path, proc: subprocess.Popen, timeout: float = 
             raise AssertionError(f"the run ended before {pattern} appeared: {proc.stderr.read()[-3000:]}")
         time.sleep(0.02)
     raise AssertionError(f"{pattern} never appeared")
+
+
+def nan_loss_at(monkeypatch, update: int) -> None:
+    """Make the recipe's training loss NaN at its ``update``-th call (one call per optimizer step without
+    accumulation): for the tests of the non-finite check."""
+    import tricks_registry.build as build
+
+    real = build.make_criterion
+
+    def poisoned(pipeline, model):
+        criterion, calls = real(pipeline, model), [0]
+
+        def loss(logits, targets, teacher_logits=None):
+            calls[0] += 1
+            value = criterion(logits, targets, teacher_logits)
+            return value * float("nan") if calls[0] == update else value
+
+        return loss
+
+    monkeypatch.setattr(build, "make_criterion", poisoned)

@@ -24,6 +24,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from timm.data import ImageDataset, create_transform
 
+from conftest import nan_loss_at
 from tricks_registry.errors import TrainingError, TrainingStopped, WeightsError
 from tricks_registry.export.timm_import import import_timm_args
 from tricks_registry.inference import LoadedModel, validate
@@ -258,21 +259,7 @@ def test_resume_keeps_the_best_and_best_ema_scores(cifar_subset, tmp_path, monke
 # 8. the non-finite check at the end of an epoch, when neither log_every nor the recovery interval lands there
 def test_a_nan_on_the_last_step_of_an_epoch_stops_the_run_before_its_weights_are_saved(cifar_subset, tmp_path,
                                                                                       monkeypatch):
-    import tricks_registry.build as build
-
-    real = build.make_criterion
-
-    def poisoned(pipeline, model):
-        criterion, calls = real(pipeline, model), [0]
-
-        def loss(logits, targets, teacher_logits=None):
-            calls[0] += 1
-            value = criterion(logits, targets, teacher_logits)
-            return value * float("nan") if calls[0] == 3 else value  # update 3: the last of epoch 1
-
-        return loss
-
-    monkeypatch.setattr(build, "make_criterion", poisoned)
+    nan_loss_at(monkeypatch, 3)  # update 3: the last of epoch 1
     recipe = resolve("resnet50d_cosine", TINY + ["train.epochs=2", "train.global_batch_size=40",
                                                  "train.log_every=1000", "data.eval_crop_pct=1.0"])
     with pytest.raises(TrainingError, match=r"loss is nan at epoch 1, step 3 \(update 3\)"):

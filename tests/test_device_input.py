@@ -24,7 +24,7 @@ def batches(recipe, data_dir, *, on_device: bool):
         loader = DataLoader(SeededDataset(split), batch_size=16, sampler=sampler, num_workers=0)
         images, labels = next(iter(loader))
         out.append((images, task.to_device((images, labels), torch.device("cpu"))[0]))
-    val_images = out[1][1] if not on_device else task._finish["val"](out[1][0])
+    val_images = out[1][1] if not on_device else task.device_finish("val")(out[1][0])
     return out[0], val_images, task
 
 

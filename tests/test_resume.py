@@ -16,7 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import wait_for
+from conftest import nan_loss_at, wait_for
 from tricks_registry import checkpoint as ckpt
 from tricks_registry.checkpoint import CheckpointError, latest_checkpoint, load_weights, resumable_checkpoints, \
     save_checkpoint, save_weights
@@ -236,21 +236,7 @@ def test_disk_full_in_a_run_stops_it_with_a_message_and_the_last_checkpoint_resu
 
 
 def test_nan_loss_stops_naming_the_step_and_the_last_good_checkpoint(cifar_subset, tmp_path, monkeypatch):
-    import tricks_registry.build as train_module
-
-    real = train_module.make_criterion
-
-    def poisoned(pipeline, model):
-        criterion, calls = real(pipeline, model), [0]
-
-        def loss(logits, targets, teacher_logits=None):
-            calls[0] += 1
-            value = criterion(logits, targets, teacher_logits)
-            return value * float("nan") if calls[0] == 3 else value
-
-        return loss
-
-    monkeypatch.setattr(train_module, "make_criterion", poisoned)
+    nan_loss_at(monkeypatch, 3)  # update 3
     with pytest.raises(TrainingError) as info:
         train(small_recipe(), data_dir=str(cifar_subset), output=tmp_path, device="cpu", progress=False,
               recovery_interval=2)

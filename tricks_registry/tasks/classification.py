@@ -144,6 +144,11 @@ class ClassificationTask:
                               scan=getattr(train_set, "scan", None))
         return self._data
 
+    def device_finish(self, split: str) -> DeviceNormalize | None:
+        """The device end of split ``train`` or ``val``'s transform when its workers hand out uint8 images, else
+        None."""
+        return self._finish.get(split)
+
     def num_classes(self, data: TaskData) -> int:
         return len(data.classes)
 
