@@ -463,10 +463,14 @@ def scan_images(paths: Sequence[str], workers: int = 8, progress: bool = True) -
     """Open and fully decode every image here and now (threads: PIL decodes without the GIL), nothing cached;
     returns ``(path, reason)`` for each bad one. Training scans through :func:`.scan.scan_files` instead: once
     per data set, shared over processes, kept."""
-    with ThreadPoolExecutor(max(1, workers)) as pool:
-        results = list(tqdm(pool.map(check_image, paths, chunksize=64), total=len(paths), desc="scanning images",
-                            disable=not progress or len(paths) < 2000, leave=False))
-    return [(p, why) for p, why in zip(paths, results) if why is not None]
+    bad: list[tuple[str, str]] = []
+    with ThreadPoolExecutor(max(1, workers)) as pool, tqdm(total=len(paths), desc="scanning images", leave=False,
+                                                           disable=not progress or len(paths) < 2000) as bar:
+        for start in range(0, len(paths), 4096):  # a block at a time: a future per file costs memory
+            block = paths[start:start + 4096]
+            bad += [(p, why) for p, why in zip(block, pool.map(check_image, block)) if why is not None]
+            bar.update(len(block))
+    return bad
 
 
 def image_folder_datasets(data_dir: str | os.PathLike, train_split: str, val_split: str,
