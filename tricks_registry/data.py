@@ -196,7 +196,22 @@ class PackedStrings:
         return self.blob[self.offsets[index]:self.offsets[index + 1]].tobytes().decode("utf-8")
 
 
-class FolderArrayReader:
+class _ArrayReader:
+    """What the two array readers share: ``targets`` (int64), the length, and timm's ``filenames``."""
+
+    targets: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def filename(self, index: int, basename: bool = False, absolute: bool = False) -> str:
+        raise NotImplementedError
+
+    def filenames(self, basename: bool = False, absolute: bool = False) -> list[str]:
+        return [self.filename(i, basename, absolute) for i in range(len(self))]
+
+
+class FolderArrayReader(_ArrayReader):
     """timm's folder reader (``ReaderImageFolder``: the same files, order, targets and class indices) with its
     samples held as arrays (:class:`PackedStrings` of absolute paths, int64 targets) that workers share without
     copying. ``reader[i]`` is timm's: an open binary file and the target."""
@@ -212,9 +227,6 @@ class FolderArrayReader:
         samples = reader.samples
         return cls(str(reader.root), [p for p, _ in samples], [t for _, t in samples], reader.class_to_idx)
 
-    def __len__(self) -> int:
-        return len(self.targets)
-
     def __getitem__(self, index: int) -> tuple[Any, int]:
         return open(self.paths[index], "rb"), int(self.targets[index])
 
@@ -224,11 +236,8 @@ class FolderArrayReader:
             return os.path.basename(path)
         return path if absolute else os.path.relpath(path, self.root)
 
-    def filenames(self, basename: bool = False, absolute: bool = False) -> list[str]:
-        return [self.filename(i, basename, absolute) for i in range(len(self))]
 
-
-class TarArrayReader:
+class TarArrayReader(_ArrayReader):
     """timm's reader of one ``.tar`` split (``ReaderImageInTar``: the same members, order and targets) with each
     member's name, data offset and size held as arrays; ``reader[i]`` reads the member's bytes from the file at
     its offset (each call opens the file itself, so forked workers share no file offset)."""
@@ -254,9 +263,6 @@ class TarArrayReader:
                    [info.size for info, _, _ in samples], list(reader.targets),
                    getattr(reader, "class_name_to_idx", None) or {})
 
-    def __len__(self) -> int:
-        return len(self.targets)
-
     def __getitem__(self, index: int) -> tuple[Any, int]:
         with open(self.root, "rb") as f:
             f.seek(int(self.offsets[index]))
@@ -268,9 +274,6 @@ class TarArrayReader:
     def filename(self, index: int, basename: bool = False, absolute: bool = False) -> str:
         name = self.names[index]
         return os.path.basename(name) if basename else name
-
-    def filenames(self, basename: bool = False, absolute: bool = False) -> list[str]:
-        return [self.filename(i, basename, absolute) for i in range(len(self))]
 
 
 class SourceDataset(Dataset):
@@ -395,7 +398,7 @@ def _targets_of(dataset: Any) -> np.ndarray:
 
 def _target_list(dataset: Any) -> Any:
     reader = getattr(dataset, "reader", None)
-    if isinstance(reader, (FolderArrayReader, TarArrayReader)):
+    if isinstance(reader, _ArrayReader):
         return reader.targets
     if reader is not None:
         if hasattr(reader, "iter_targets"):

@@ -432,13 +432,17 @@ class DeviceNormalize:
 
     def __init__(self, mean: Sequence[float], std: Sequence[float]):
         self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
+        self._on: dict[tuple[Any, Any], tuple[torch.Tensor, torch.Tensor]] = {}  # (device, dtype) -> mean, std
 
     def __call__(self, batch: DeviceInput) -> torch.Tensor:
         x = batch.pixels.to(torch.get_default_dtype()).div(255)
         if batch.shift.numel():
             x = x + batch.shift.view(-1, 3, 1, 1).to(x)
-        mean = torch.as_tensor(self.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-        std = torch.as_tensor(self.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        key = (x.device, x.dtype)
+        if key not in self._on:  # made once per device, not every step
+            self._on[key] = tuple(torch.as_tensor(v, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+                                  for v in (self.mean, self.std))
+        mean, std = self._on[key]
         return x.sub_(mean).div_(std)
 
 
