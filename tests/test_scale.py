@@ -222,6 +222,37 @@ def test_a_lock_refuses_a_second_holder_and_dies_with_its_process(tmp_path):
         assert lock.held
 
 
+
+def test_a_lock_is_not_kept_by_the_forked_children_of_a_killed_holder(tmp_path):
+    """Data-loader workers are forked; a flock they inherited would outlive a kill -9 of the trainer until they
+    notice (seconds): the next --resume was refused (seen in CI)."""
+    path = tmp_path / "trainer.lock"
+    held = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import multiprocessing, os, time
+        from tricks_registry.fsutil import ExclusiveLock
+        lock = ExclusiveLock({str(path)!r}).acquire()
+        child = multiprocessing.get_context("fork").Process(target=time.sleep, args=(600,), daemon=True)
+        child.start()
+        print("held", child.pid, flush=True)
+        time.sleep(600)
+    """)], stdout=subprocess.PIPE, text=True, env=ENV)
+    line = held.stdout.readline().split()
+    assert line[0] == "held"
+    child_pid = int(line[1])
+    try:
+        with pytest.raises(LockHeld):
+            ExclusiveLock(path).acquire()
+        held.kill()
+        held.wait()
+        os.kill(child_pid, 0)  # the forked child lives on ...
+        with ExclusiveLock(path) as lock:  # ... and holds no lock
+            assert lock.held
+    finally:
+        try:
+            os.kill(child_pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
 def train_command(data: Path, out: Path, *extra: str) -> list[str]:
     cmd = [sys.executable, "-m", "tricks_registry.cli", "train", "--no-progress", "--device", "cpu",
            "--data-dir", str(data), "--output", str(out), *extra]

@@ -18,7 +18,7 @@ import os
 import socket
 import tempfile
 from pathlib import Path
-from typing import IO, Callable
+from typing import Callable
 
 __all__ = ["process_umask", "file_mode", "atomic_write_bytes", "atomic_write_text", "link_or_copy", "ExclusiveLock",
            "LockHeld", "lock_holder"]
@@ -113,55 +113,67 @@ class ExclusiveLock:
     """An exclusive ``fcntl.flock`` on ``path`` (created with :func:`file_mode`) for the life of a ``with`` block or
     between :meth:`acquire` and :meth:`release`. ``wait=False`` raises :class:`LockHeld` at once when another
     process holds it; ``wait=True`` blocks, first calling ``on_wait(holder)``. The kernel releases the lock when
-    the holding process ends, however it ends. Without ``fcntl`` (not POSIX) there is no lock."""
+    the holding process ends, however it ends. Without ``fcntl`` (not POSIX) there is no lock.
+
+    A ``flock`` belongs to the open file, and a forked child (a data-loader worker) inherits it: after a ``kill -9``
+    of the holder its workers would keep the lock for the seconds they take to notice. So every forked child closes
+    its copies of the held locks' descriptors at once (``os.register_at_fork``): the lock is the holder's alone."""
 
     def __init__(self, path: str | os.PathLike, *, wait: bool = False,
                  on_wait: Callable[[str], None] | None = None) -> None:
         self.path, self.wait, self.on_wait = Path(path), wait, on_wait
-        self._file: IO[str] | None = None
+        self._fd: int | None = None
 
     def acquire(self) -> "ExclusiveLock":
         try:
             import fcntl
         except ImportError:  # pragma: no cover - not POSIX
             return self
-        f = open(self.path, "a+")
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, file_mode())
         try:
             try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 holder = lock_holder(self.path)
                 if not self.wait:
                     raise LockHeld(self.path, holder) from None
                 if self.on_wait is not None:
                     self.on_wait(holder)
-                fcntl.flock(f, fcntl.LOCK_EX)
-            f.seek(0)
-            f.truncate()
-            f.write(f"{socket.gethostname()} {os.getpid()}\n")
-            f.flush()
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{socket.gethostname()} {os.getpid()}\n".encode(), 0)
         except BaseException:
-            f.close()
+            os.close(fd)
             raise
-        self._file = f
+        self._fd = fd
+        _HELD_LOCKS.add(self)
         return self
 
     def release(self) -> None:
-        if self._file is None:
+        if self._fd is None:
             return
+        fd, self._fd = self._fd, None
+        _HELD_LOCKS.discard(self)
         try:
             import fcntl
 
-            self._file.seek(0)
-            self._file.truncate()
-            fcntl.flock(self._file, fcntl.LOCK_UN)
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
-            self._file.close()
-            self._file = None
+            os.close(fd)
+
+    def _forget_in_child(self) -> None:
+        """In a forked child: close the inherited descriptor without unlocking (that would unlock the parent)."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
     @property
     def held(self) -> bool:
-        return self._file is not None
+        return self._fd is not None
 
     def __enter__(self) -> "ExclusiveLock":
         return self.acquire()
@@ -169,3 +181,15 @@ class ExclusiveLock:
     def __exit__(self, *exc: object) -> None:
         self.release()
 
+
+_HELD_LOCKS: set[ExclusiveLock] = set()  # held until released (or the process ends), whoever still refers to them
+
+
+def _close_held_locks_in_child() -> None:
+    for lock in list(_HELD_LOCKS):
+        lock._forget_in_child()
+    _HELD_LOCKS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_held_locks_in_child)
