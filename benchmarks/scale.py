@@ -45,6 +45,7 @@ DRIVER = textwrap.dedent(r"""
     started = float(os.environ["BENCH_STARTED"])
     out = sys.argv[1]
     import tricks_registry.data as data, tricks_registry.loop as loop
+    data = getattr(data, "folders", data)  # where the scan is called (data/ is a package since issue 23)
     from tricks_registry.recipe import resolve
     from tricks_registry.train import train
     decodes = [0]

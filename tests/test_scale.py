@@ -24,7 +24,7 @@ from tricks_registry.data import FolderArrayReader, ImageFolderDataset, TarArray
 from tricks_registry.errors import CheckpointError
 from tricks_registry.fsutil import ExclusiveLock, LockHeld, atomic_write_bytes, file_mode
 from tricks_registry.recipe import resolve
-from tricks_registry.scan import ScanPolicy, ScanTable, scan_cache_file, scan_files
+from tricks_registry.data.scan import ScanPolicy, ScanTable, scan_cache_file, scan_files
 from tricks_registry.train import plan_run_folder, slurm_run_name, train
 
 ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
@@ -58,7 +58,7 @@ SCAN_WORKER = textwrap.dedent("""
     from test_scale import all_files
     from tricks_registry.data import check_image
     from tricks_registry.distributed import init_distributed
-    from tricks_registry.scan import ScanPolicy, scan_files
+    from tricks_registry.data.scan import ScanPolicy, scan_files
     env = init_distributed("cpu")
     root = sys.argv[1]
     decoded = []

@@ -32,7 +32,7 @@ from .checkpoint import append_metrics, atomic_write_text, read_metrics
 from .errors import CheckpointError, RecipeError
 from .fsutil import ExclusiveLock, LockHeld
 from .recipe import Recipe, recipe_hash
-from .scan import ScanResult
+from .data.scan import ScanResult
 
 __all__ = ["RunFolder", "RECIPE_FILE", "RECIPE_HASH_FILE", "METRICS_FILE", "SUMMARY_FILE", "BAD_IMAGES_FILE",
            "PRETRAINED_FILE", "BATCH_FILE", "SCAN_FILE", "LOCK_FILE", "CURVES_FILE", "LR_SCHEDULE_FILE", "CHECKPOINTS_DIR", "WEIGHT_TAGS", "is_run_folder", "run_folder_name"]

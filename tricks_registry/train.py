@@ -32,7 +32,7 @@ from .loop import LoopData, WorkerSignalGuard, fit, model_checksum, run_summary
 from .models import check_model_name
 from .recipe import Recipe, batch_plan
 from .run_folder import SCAN_FILE, RunFolder, is_run_folder, run_folder_name
-from .scan import ScanPolicy
+from .data.scan import ScanPolicy
 from .tasks import TaskData, task_for_recipe
 
 __all__ = ["train", "make_loaders", "RunPlan", "plan_run_folder", "slurm_run_name"]

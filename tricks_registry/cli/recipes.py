@@ -130,7 +130,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_lr_find(args: argparse.Namespace) -> int:
     from ..data import StreamingSource, demo_datasets, open_datasets
     from ..lr_find import describe, lr_range_test, write_outputs
-    from ..scan import ScanPolicy
+    from ..data.scan import ScanPolicy
 
     overrides = ([f"data.dataset={json.dumps(args.dataset)}"] if args.dataset else []) + list(args.overrides)
     recipe = resolve(args.recipe, overrides, demo=args.demo)

@@ -22,7 +22,7 @@ from ..data import demo_datasets, open_datasets
 from ..distributed import DistInfo
 from ..parts import Pipeline
 from ..recipe import Recipe
-from ..scan import ScanPolicy
+from ..data.scan import ScanPolicy
 from ..tricks.augmentations import DeviceInput, DeviceNormalize, build_eval_transform, build_train_transform, \
     split_for_device
 from ..tricks.efficiency import autocast, prepare_input

@@ -1,7 +1,7 @@
 """The bad-image scan, once per data set: every file decoded at most once across all processes, and the result
 kept (in the run folder for ``--resume``, in the user's cache for the next run on the same files).
 
-Before the first step a run checks that every image file of a folder source decodes (:mod:`.data`), because a
+Before the first step a run checks that every image file of a folder source decodes (:mod:`.folders`), because a
 bad JPEG found on day 3 of an ImageNet run costs the run. On ImageNet that is 1.28 M decodes (about 38
 CPU-minutes at 1.7 ms each), so:
 
@@ -34,9 +34,9 @@ import numpy as np
 import torch.distributed as dist
 from tqdm import tqdm
 
-from .cache import cache_dir
-from .distributed import DistInfo, gather
-from .fsutil import atomic_write_bytes
+from ..cache import cache_dir
+from ..distributed import DistInfo, gather
+from ..fsutil import atomic_write_bytes
 
 __all__ = ["ScanTable", "ScanPolicy", "ScanResult", "scan_files", "scan_cache_file", "file_stats", "SCAN_TABLE_VERSION"]
 
