@@ -26,8 +26,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
-import hashlib
-import json
 import re
 from importlib import resources
 from pathlib import Path
@@ -36,6 +34,7 @@ from typing import Any, Iterable, Mapping
 import yaml
 
 from .errors import RecipeError
+from .run_files import plain, recipe_hash  # the hash a run folder records beside its recipe
 
 __all__ = [
     "RecipeError", "Recipe", "SCHEMA", "recipe_dir", "list_recipes", "find_recipe_file", "load_file",
@@ -450,28 +449,6 @@ def _tname(types: Any) -> str:
         return "a number"
     return {str: "a string", int: "an integer", bool: "true or false", dict: "a mapping",
             list: "a list", float: "a number", (bool, str): "true, false or a weights spec"}.get(types, str(types))
-
-
-def plain(obj: Any) -> Any:
-    """``obj`` as plain YAML/JSON data: mappings become dicts with string keys, tuples and lists become lists."""
-    if isinstance(obj, Mapping):
-        return {str(k): plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [plain(v) for v in obj]
-    return obj
-
-
-def recipe_hash(data: Mapping[str, Any]) -> str:
-    """SHA-256 of the canonical JSON of a resolved recipe.
-
-    Keys are sorted, except the tricks: their order is the order in which the pipeline applies them within a
-    stage, so they are hashed as an ordered list of ``[name, params]`` pairs.
-    """
-    data = plain(data)
-    if isinstance(data.get("tricks"), dict):
-        data["tricks"] = [[name, params] for name, params in data["tricks"].items()]
-    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def _check_tricks(data: dict[str, Any], lines_of: dict[tuple[str, ...], tuple[str, int]], default_file: str):

@@ -1,4 +1,5 @@
-"""The run folder: its layout, writing it, and reading it back. The one owner of these file names.
+"""The run folder: its layout, writing it, and reading it back (the file names and the torch-free readers of its
+recipe, summary and weights: :mod:`.run_files`).
 
 A run folder (``runs/<recipe>-v<version>-<stamp>/``) holds::
 
@@ -26,37 +27,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import yaml
-
 from .checkpoint import append_metrics, atomic_write_text, read_metrics
-from .errors import CheckpointError, RecipeError
+from .errors import CheckpointError
 from .fsutil import ExclusiveLock, LockHeld
-from .recipe import Recipe, recipe_hash
+from .recipe import Recipe
 from .data.scan import ScanResult
+from .run_files import (BAD_IMAGES_FILE, BATCH_FILE, CHECKPOINTS_DIR, CURVES_FILE, LOCK_FILE, LR_SCHEDULE_FILE,
+                        METRICS_FILE, PRETRAINED_FILE, RECIPE_FILE, RECIPE_HASH_FILE, SCAN_FILE, SUMMARY_FILE,
+                        WEIGHT_TAGS, best_or_last_weights, is_run_folder, read_recipe_data, read_summary, weights_file)
 
 __all__ = ["RunFolder", "RECIPE_FILE", "RECIPE_HASH_FILE", "METRICS_FILE", "SUMMARY_FILE", "BAD_IMAGES_FILE",
            "PRETRAINED_FILE", "BATCH_FILE", "SCAN_FILE", "LOCK_FILE", "CURVES_FILE", "LR_SCHEDULE_FILE", "CHECKPOINTS_DIR", "WEIGHT_TAGS", "is_run_folder", "run_folder_name"]
-
-RECIPE_FILE = "recipe.yaml"
-RECIPE_HASH_FILE = "recipe.sha256"
-METRICS_FILE = "metrics.csv"
-SUMMARY_FILE = "summary.json"
-BAD_IMAGES_FILE = "bad_images.txt"
-PRETRAINED_FILE = "pretrained.json"
-BATCH_FILE = "batch.json"
-SCAN_FILE = "scan.npz"
-LOCK_FILE = "trainer.lock"
-CURVES_FILE = "curves.png"
-LR_SCHEDULE_FILE = "lr_schedule.png"
-CHECKPOINTS_DIR = "checkpoints"
-#: the weights a run keeps beside its resumable checkpoints, in the order a reader prefers them
-WEIGHT_TAGS = ("best", "last")
-
-
-def is_run_folder(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a folder that ``tricks-train`` wrote (it holds a ``recipe.yaml``)."""
-    return (Path(path) / RECIPE_FILE).is_file()
-
 
 def run_folder_name(recipe: Recipe) -> str:
     """``<name>-v<version>-<YYYYmmdd-HHMMSS>``: a new run's folder name."""
@@ -83,7 +64,7 @@ class RunFolder:
 
     def weights_file(self, tag: str) -> Path:
         """``checkpoints/<tag>.safetensors`` (``tag`` in :data:`WEIGHT_TAGS`, or ``best_ema`` / ``last_ema``)."""
-        return self.checkpoints / f"{tag}.safetensors"
+        return weights_file(self.path, tag)
 
     # ---- writing (the main process only)
     @classmethod
@@ -167,16 +148,7 @@ class RunFolder:
     def recipe_data(self) -> tuple[dict[str, Any], str]:
         """The resolved recipe as trained and its SHA-256, checked against ``recipe.sha256`` (an edited recipe
         is a :class:`RecipeError`)."""
-        self.require(RECIPE_FILE)
-        path = self.file(RECIPE_FILE)
-        data = yaml.safe_load(path.read_text())
-        sha = recipe_hash(data)
-        saved_file = self.file(RECIPE_HASH_FILE)
-        saved = saved_file.read_text().strip() if saved_file.is_file() else sha
-        if sha != saved:
-            raise RecipeError(f"the resolved recipe no longer matches its hash {saved[:16]} ({RECIPE_HASH_FILE}); "
-                              "it was edited. Use the run as it was trained", file=str(path))
-        return data, sha
+        return read_recipe_data(self.path)
 
     def recipe(self) -> Recipe:
         """The run's resolved recipe (hash checked), as a :class:`~tricks_registry.recipe.Recipe`."""
@@ -196,8 +168,7 @@ class RunFolder:
 
     def summary(self) -> dict[str, Any] | None:
         """``summary.json``, or None while the run has not finished."""
-        path = self.file(SUMMARY_FILE)
-        return json.loads(path.read_text()) if path.is_file() else None
+        return read_summary(self.path)
 
     @property
     def finished(self) -> bool:
@@ -212,11 +183,7 @@ class RunFolder:
     def best_or_last_weights(self) -> tuple[str, Path]:
         """``("best", checkpoints/best.safetensors)``, else the last weights; a :class:`CheckpointError` when
         the run saved neither."""
-        for tag in WEIGHT_TAGS:
-            if self.weights_file(tag).is_file():
-                return tag, self.weights_file(tag)
-        raise CheckpointError(f"{self.checkpoints}: no best.safetensors or last.safetensors (no epoch of the run "
-                              "finished)")
+        return best_or_last_weights(self.path)
 
     # ---- disk, once the run has finished (the main process only)
     def share_identical_weights(self) -> int:

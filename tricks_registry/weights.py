@@ -5,7 +5,7 @@
 ``hf-hub:org/name[@revision]``           a Hub repo (``tricks push`` fills one; timm loads it)
 ``local-dir:DIR``                        a folder such an export wrote
 ``RUN_DIR``                              a ``tricks-train`` run folder: its best (else last) weights, in the
-                                         architecture its recipe names (read through :class:`.RunFolder`)
+                                         architecture its recipe names (read through :mod:`.run_files`)
 ``ARCH@/path/to/weights.safetensors``    a weights file for timm's ``ARCH`` (a caller that knows the
                                          architecture, the transfer backbone, also takes the bare path)
 =======================================  ==================================================================
@@ -35,7 +35,7 @@ from torch import nn
 from .checkpoint import load_weights, state_sha256
 from .errors import TimmTricksError, WeightsError
 from .models import build_model, portable_architecture
-from .run_folder import RunFolder, is_run_folder
+from .run_files import best_or_last_weights, is_run_folder, read_recipe_data, read_summary
 
 __all__ = ["WeightsSpec", "WeightsSpecError", "parse_weights_spec", "load_state_dict", "load_model",
            "model_from_run", "load_teacher", "TeacherUnavailable", "TEACHER_FORMS", "PICKLE_SUFFIXES",
@@ -136,7 +136,7 @@ def load_state_dict(spec: WeightsSpec | str, *, trust_pickle: bool = False) -> d
     if ws.kind == "file":
         return read_weights_file(ws.path, trust_pickle)
     if ws.kind == "run":
-        return load_weights(RunFolder(ws.path).best_or_last_weights()[1])  # checked against its manifest
+        return load_weights(best_or_last_weights(ws.path)[1])  # checked against its manifest
     return _pretrained(ws, trust_pickle).state_dict()
 
 
@@ -161,13 +161,12 @@ def load_model(spec: WeightsSpec | str, num_classes: int, *, trust_pickle: bool 
 def model_from_run(run_dir: str | os.PathLike, num_classes: int) -> nn.Module:
     """The best (else last) weights of a ``tricks-train`` run folder, in the architecture its recipe names (the
     recipe's hash checked)."""
-    folder = RunFolder(run_dir)
-    recipe, _ = folder.recipe_data()
-    classes = (folder.summary() or {}).get("num_classes", num_classes)
+    recipe, _ = read_recipe_data(run_dir)
+    classes = (read_summary(run_dir) or {}).get("num_classes", num_classes)
     if classes != num_classes:
-        raise WeightsError(f"the run in {folder.path} has {classes} classes, this data set {num_classes}")
+        raise WeightsError(f"the run in {Path(run_dir)} has {classes} classes, this data set {num_classes}")
     model = build_model(dict(recipe["model"], pretrained=False), num_classes)  # its own weights replace any
-    model.load_state_dict(load_weights(folder.best_or_last_weights()[1]))  # checked against its manifest
+    model.load_state_dict(load_weights(best_or_last_weights(run_dir)[1]))  # checked against its manifest
     return model
 
 
@@ -184,9 +183,8 @@ def load_pretrained_into(model: nn.Module, spec: str, *, model_name: str, trust_
     the weights loaded, and what happened to the classifier."""
     ws = parse_weights_spec(spec, revision=revision)
     if ws.kind == "run":
-        folder = RunFolder(ws.path)
-        source_arch = folder.recipe_data()[0]["model"]["name"]
-        state = load_weights(folder.best_or_last_weights()[1])
+        source_arch = read_recipe_data(ws.path)[0]["model"]["name"]
+        state = load_weights(best_or_last_weights(ws.path)[1])
     elif ws.kind == "file":
         source_arch = ws.arch or model_name
         state = read_weights_file(ws.path, trust_pickle)

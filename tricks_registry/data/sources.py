@@ -4,10 +4,12 @@
 (:mod:`.folders`); ``torch/cifar10``-style names are torchvision's data sets (downloaded only when asked);
 ``hfds/NAME`` a Hugging Face data set (Hub id or local folder; ``--data-dir`` is its cache); ``hfids/NAME`` the
 same, streamed; ``wds/NAME`` webdataset shards with timm's ``_info.json`` split file in ``--data-dir`` (each shard
-checked). A missing split, a bad shard or an unreadable source is one :class:`~.errors.DataError` naming it.
+checked). A missing split, a bad shard or an unreadable source is one :class:`~..errors.DataError` naming it.
 
 :func:`open_datasets` (training: both splits, checked) and :func:`open_split` (``tricks validate``: one split read
-by index, unchecked) share one dispatch over the kinds (:func:`_open_indexed` for ``torch/`` and ``hfds/``)."""
+by index, unchecked) open each kind the same way: the data folder it needs (:func:`_data_root`), the split's name
+(:func:`_split_name`) and, for ``torch/`` and ``hfds/``, the split read by index (:func:`_open_indexed`); they
+differ only in what they check (the folder source's class folders and scan) and in whether a stream is allowed."""
 from __future__ import annotations
 
 import functools
