@@ -60,7 +60,7 @@ __all__ = ["open_split", "ArrayImageDataset", "ImageFolderDataset", "BadImageErr
 _SPLIT_SYNONYMS = {"train": ("train", "training"), "val": ("val", "validation", "valid", "test")}
 
 #: the prefixes of ``data.dataset`` (timm's ``--dataset``); empty or ``folder`` is the ImageFolder / tar default
-DATASET_KINDS = ("folder", "torch", "hfds", "hfids", "wds")
+from .kinds import DATASET_KINDS  # noqa: E402  (the data-set kinds, listed once)
 
 
 class ArrayImageDataset(Dataset):
