@@ -19,6 +19,12 @@ from the number of processes, see :func:`per_device_batch`). The resolved recipe
 canonical JSON is its identity: the same version resolves to the same hash forever, which
 ``recipes/recipes.lock`` records and a test checks.
 
+The schema is :class:`Recipe` itself: one frozen dataclass per section (:class:`ModelSection`,
+:class:`DataSection`, :class:`TrainSection`, :class:`BackboneSection`, :class:`TransferSection`), each key's types,
+default and range written beside it (:func:`setting`) and checked in one place; code reads the resolved recipe as
+``recipe.train.epochs``, and :attr:`Recipe.mapping` is the resolved mapping that is written and hashed.
+:func:`resolve` takes a published name, a file, or a mapping (what a file would hold).
+
 This module reads YAML and nothing else: no torch, no files written.
 """
 from __future__ import annotations
@@ -41,8 +47,9 @@ from .kinds import DATASET_KINDS, TASKS
 
 __all__ = [
     "RecipeError", "Recipe", "ModelSection", "DataSection", "TrainSection", "BackboneSection", "TransferSection",
-    "Derived", "Setting", "setting", "section", "schema_fields", "REQUIRED", "SCHEMA", "INTERPOLATIONS", "recipe_dir", "list_recipes", "find_recipe_file", "load_file",
-    "resolve", "parse_override", "apply_overrides", "per_device_batch", "BatchPlan", "batch_plan", "recipe_hash", "lock_entries", "plain",
+    "Derived", "Setting", "setting", "section", "schema_fields", "REQUIRED", "SCHEMA", "INTERPOLATIONS", "recipe_dir",
+    "list_recipes", "find_recipe_file", "load_file", "resolve", "parse_override", "apply_overrides",
+    "per_device_batch", "BatchPlan", "batch_plan", "recipe_hash", "lock_entries", "plain",
 ]
 
 LOCK_FILE = "recipes.lock"
