@@ -65,7 +65,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
 
     sets = [*args.overrides, f"data.input_size={args.input_size}", f"train.global_batch_size={args.batch}"]
     with_kd = resolve(args.recipe, sets)
-    if "distillation" not in with_kd.data["tricks"]:
+    if "distillation" not in with_kd.tricks:
         raise SystemExit(f"{args.recipe} has no distillation trick; use resnet50d_distill or resnet50d_all")
     without_kd = resolve(args.recipe, sets + ["tricks.distillation=null"])
     num_classes = 10
@@ -88,9 +88,9 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     payload = {
         "what": "step time with knowledge distillation / without (teacher forward in inference mode, same autocast)",
         "config": {"recipe": f"{with_kd.name}@{with_kd.version}", "overrides": args.overrides,
-                   "student": with_kd.data["model"]["name"], "teacher": args.teacher, "batch": args.batch,
+                   "student": with_kd.model.name, "teacher": args.teacher, "batch": args.batch,
                    "input_size": args.input_size, "autocast_dtype": str(dtype).replace("torch.", ""),
-                   "temperature": with_kd.data["tricks"]["distillation"].get("temperature"),
+                   "temperature": with_kd.tricks["distillation"].get("temperature"),
                    "rounds": args.rounds, "steps": args.steps, "warmup": args.warmup},
         "step_source": step_source(),
         "teacher_checks": teacher_mode,

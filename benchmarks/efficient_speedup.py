@@ -106,14 +106,14 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
                    f"data.workers={args.workers}", f"data.subset_per_class={args.subset_per_class}",
                    f"train.global_batch_size={args.batch}", f"train.epochs={args.epochs}",
                    "tricks.linear_warmup=null"]
-    if "multistep" in resolve(args.recipe, args.overrides).data["tricks"]:  # no LR drop inside the short run
+    if "multistep" in resolve(args.recipe, args.overrides).tricks:  # no LR drop inside the short run
         common_sets.append(f"tricks.multistep.milestones=[{args.epochs + 1}]")
     recipes = {arm: resolve(args.recipe, common_sets + arm_overrides(arm, dev, compile_model))
                for arm in ("fp32", "efficient")}
-    eff_dtype = amp_dtype(compose(parts_from_config(recipes["efficient"].data["tricks"])).runtime, dev)
+    eff_dtype = amp_dtype(compose(parts_from_config(recipes["efficient"].tricks)).runtime, dev)
     if eff_dtype is None:
         raise SystemExit(f"{args.recipe} has no amp trick: nothing to compare with fp32")
-    per_image = train_flops_per_image(build_model(recipes["fp32"].data["model"], 10), args.input_size)["train_step"]
+    per_image = train_flops_per_image(build_model(recipes["fp32"].mapping["model"], 10), args.input_size)["train_step"]
     peaks = {"fp32": peak_for(dev, torch.float32, measure_cpu=not args.no_peak),
              "efficient": peak_for(dev, eff_dtype, measure_cpu=not args.no_peak)}
     n = args.batch * args.steps
@@ -153,7 +153,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
                    "input_size": args.input_size, "efficient_dtype": str(eff_dtype).replace("torch.", ""),
                    "compile": compile_model, "subset_per_class": args.subset_per_class, "epochs": args.epochs,
                    "repeats": args.repeats, "workers": args.workers, "rounds": args.rounds, "steps": args.steps,
-                   "arm_tricks": {arm: sorted(r.data["tricks"]) for arm, r in recipes.items()}},
+                   "arm_tricks": {arm: sorted(r.tricks) for arm, r in recipes.items()}},
         "step_source": step_source(),
         "reference": {"paper_table3": "about 3x per epoch (ResNet-50, 8 V100, fp16 + batch 1024 vs fp32 + 256)",
                       "raw_timm_resnet50d_128px_2core_cpu": 2.1},

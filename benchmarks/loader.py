@@ -56,15 +56,15 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
 
     root = cifar_dir(args.data_dir)
     recipe = resolve(args.recipe, [*args.overrides, f"data.input_size={args.input_size}"])
-    d = recipe.data["data"]
-    pipeline = compose(parts_from_config(recipe.data["tricks"]))
+    d = recipe.data
+    pipeline = compose(parts_from_config(recipe.tricks))
 
     def our_loader(sample_transforms: Any) -> DataLoader:
         """train.py's training loader (data set, transform, per-sample seeding, sampler, DataLoader)."""
-        train_set, _val, _bad = image_folder_datasets(root, d["train_split"], d["val_split"], d["subset_per_class"],
+        train_set, _val, _bad = image_folder_datasets(root, d.train_split, d.val_split, d.subset_per_class,
                                                       scan=False, progress=False)
-        train_set.transform = build_train_transform(sample_transforms, input_size=d["input_size"], mean=d["mean"],
-                                                    std=d["std"], interpolation=d["interpolation"])
+        train_set.transform = build_train_transform(sample_transforms, input_size=d.input_size, mean=d.mean,
+                                                    std=d.std, interpolation=d.interpolation)
         sampler = ResumableSampler(train_set, num_replicas=1, rank=0, seed=args.seed)
         return DataLoader(SeededDataset(train_set), batch_size=args.batch, sampler=sampler, drop_last=True,
                           generator=torch.Generator().manual_seed(args.seed), num_workers=args.workers,
@@ -72,10 +72,10 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
 
     no_pca = [s for s in pipeline.sample_transforms if s.trick != "pca_lighting"]
     timm_kwargs = _merge_timm_kwargs(no_pca)
-    timm_set = ImageDataset(str(find_split(root, d["train_split"])))
+    timm_set = ImageDataset(str(find_split(root, d.train_split)))
     timm_loader = create_loader(
-        timm_set, input_size=(3, d["input_size"], d["input_size"]), batch_size=args.batch, is_training=True,
-        interpolation=d["interpolation"], mean=tuple(d["mean"]), std=tuple(d["std"]), num_workers=args.workers,
+        timm_set, input_size=(3, d.input_size, d.input_size), batch_size=args.batch, is_training=True,
+        interpolation=d.interpolation, mean=tuple(d.mean), std=tuple(d.std), num_workers=args.workers,
         device=dev, use_prefetcher=args.timm_prefetcher == "on", pin_memory=dev.type == "cuda",
         persistent_workers=False, **timm_kwargs)
     loaders = {"ours": our_loader(pipeline.sample_transforms), "ours_no_pca": our_loader(no_pca),

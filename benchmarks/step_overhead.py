@@ -61,11 +61,11 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     peak = peak_for(dev, dtype, measure_cpu=not args.no_peak)
     n = args.steps * args.batch
     ratio = ratio_summary(seconds["ours"], seconds["plain"])
-    tricks = recipe.data["tricks"]
+    tricks = recipe.tricks
     payload = {
         "what": "training-step time of tricks-train's step against a hand-written PyTorch loop, same work",
         "config": {"recipe": f"{recipe.name}@{recipe.version}", "recipe_sha256": recipe.sha256,
-                   "overrides": args.overrides, "model": recipe.data["model"]["name"], "batch": args.batch,
+                   "overrides": args.overrides, "model": recipe.model.name, "batch": args.batch,
                    "input_size": args.input_size, "num_classes": args.num_classes,
                    "amp_dtype": str(dtype).replace("torch.", "") if plain.amp_dtype else None,
                    "channels_last": plain.channels_last, "compile": "compile" in tricks,

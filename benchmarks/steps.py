@@ -75,7 +75,7 @@ class OurStep:
     def build(cls, recipe: Recipe, num_classes: int, device: torch.device, *, steps_per_epoch: int = 100,
               teacher: str | None = None) -> "OurStep":
         """The calls of ``train.py``'s set-up, in its order (data loading aside)."""
-        torch.manual_seed(recipe.data["train"]["seed"])
+        torch.manual_seed(recipe.train.seed)
         c = build_components(recipe, num_classes=num_classes, device=device, steps_per_epoch=steps_per_epoch,
                              teacher=teacher)
         model, scheduler = c.model, c.scheduler
@@ -95,7 +95,7 @@ class OurStep:
         if nonfinite and not self.scaler.is_enabled():
             raise FloatingPointError(f"loss is {loss.item()} at update {self.num_updates + 1}")
         self.skipped_steps += backward_update(loss, model=self.model, optimizer=self.optimizer, scaler=self.scaler,
-                                              grad_clip=self.recipe.data["train"]["grad_clip"])
+                                              grad_clip=self.recipe.train.grad_clip)
         self.num_updates += 1
         self.scheduler.step_update(self.num_updates)
         if self.ema is not None:
@@ -124,13 +124,13 @@ class PlainStep:
                  init_from: nn.Module | None = None):
         import timm
 
-        cfg, tricks = recipe.data, dict(recipe.data["tricks"])
+        tricks = dict(recipe.tricks)
         unknown = sorted(set(tricks) - self.HANDLED - self.NO_STEP_EFFECT)
         if unknown:
             raise SystemExit(f"the plain loop of benchmarks/steps.py does not write out {', '.join(unknown)}; "
                              f"it handles {', '.join(sorted(self.HANDLED))}")
         self.device, self.num_classes = device, num_classes
-        model = timm.create_model(cfg["model"]["name"], num_classes=num_classes, **(cfg["model"]["kwargs"] or {}))
+        model = timm.create_model(recipe.model.name, num_classes=num_classes, **(recipe.model.kwargs or {}))
         if init_from is not None:
             model.load_state_dict(state_dict_for_save(init_from))
         model = model.to(device)
@@ -145,7 +145,7 @@ class PlainStep:
         # optimizer: SGD with the recipe's momentum; no weight decay on 1-d parameters with no_bias_decay
         name = "sgd_nesterov" if "sgd_nesterov" in tricks else "sgd"
         momentum = float((tricks.get(name) or {}).get("momentum", 0.9))
-        wd = float(cfg["train"]["weight_decay"])
+        wd = float(recipe.train.weight_decay)
         params = [p for p in model.parameters() if p.requires_grad]
         if "no_bias_decay" in tricks:
             groups = [{"params": [p for p in params if p.ndim > 1], "weight_decay": wd},
@@ -157,7 +157,7 @@ class PlainStep:
 
         # LR per step: linear warmup from 0, then cosine to 0 / step decay / constant
         self.spe = steps_per_epoch
-        self.total = cfg["train"]["epochs"] * steps_per_epoch
+        self.total = recipe.train.epochs * steps_per_epoch
         self.warmup = int(round(float((tricks.get("linear_warmup") or {}).get("epochs", 0)) * steps_per_epoch)) \
             if "linear_warmup" in tricks else 0
         self.schedule = "cosine" if "cosine" in tricks else "multistep" if "multistep" in tricks else "constant"
@@ -179,7 +179,7 @@ class PlainStep:
             self.amp_dtype = getattr(torch, (amp or {}).get(key, "float16" if device.type == "cuda" else "bfloat16"))
         use_scaler = device.type == "cuda" and self.amp_dtype == torch.float16
         self.scaler = torch.amp.GradScaler(device.type if use_scaler else "cpu", enabled=use_scaler)
-        self.grad_clip = cfg["train"]["grad_clip"]
+        self.grad_clip = recipe.train.grad_clip
         self.ema = None
         if "ema" in tricks:
             from timm.utils import ModelEmaV3

@@ -84,7 +84,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     from tricks_registry.export.timm_args import TIMM_TRAIN_PY_REF, export_timm_args
     from tricks_registry.recipe import resolve
 
-    base = resolve(args.recipe, args.overrides).data["tricks"]
+    base = resolve(args.recipe, args.overrides).tricks
     sets = [*args.overrides, f"data.input_size={args.input_size}", "data.eval_crop_pct=1.0",
             f"data.workers={args.workers}", "data.train_split=train", "data.val_split=val",
             f"train.global_batch_size={args.batch}", f"train.epochs={args.epochs}", "train.log_every=1000"]
@@ -93,7 +93,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     if "multistep" in base:
         sets.append(f"tricks.multistep.milestones=[{args.epochs}]")
     recipe = resolve(args.recipe, sets)
-    amp = "amp" in recipe.data["tricks"]
+    amp = "amp" in recipe.tricks
 
     tmp_ctx = tempfile.TemporaryDirectory(prefix="vs_timm-")
     work = Path(args.keep) if args.keep else Path(tmp_ctx.name)
@@ -130,7 +130,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
             rates[name].append(rate)
             walls[name].append(wall)
 
-    per_image = train_flops_per_image(build_model(recipe.data["model"], num_classes), args.input_size)["train_step"]
+    per_image = train_flops_per_image(build_model(recipe.mapping["model"], num_classes), args.input_size)["train_step"]
     peak = peak_for(dev, torch.bfloat16 if amp and dev.type == "cpu" else
                     (torch.float16 if amp else torch.float32), measure_cpu=not args.no_peak)
     ratio = ratio_summary(rates["ours"], rates["timm"])

@@ -106,16 +106,16 @@ def test_cifar_preset_scales_the_paper_ladder():
     rungs = {r.name: r.recipes[0] for r in plan_ladder(LADDERS["table6"], PRESETS["cifar"], [0])}
     assert list(rungs) == list(LADDERS["table6"])
     for name, recipe in rungs.items():
-        paper = resolve(name).data
-        assert recipe.data["model"]["name"] == paper["model"]["name"].replace("resnet50_", "resnet18_")
-        assert recipe.data["train"]["epochs"] == round(paper["train"]["epochs"] * CIFAR_EPOCHS_PER_120 / 120)
-        assert recipe.data["train"]["global_batch_size"] == paper["train"]["global_batch_size"] // 4
-        assert recipe.lr == pytest.approx(0.1 * recipe.data["train"]["global_batch_size"] / 256)
-        assert set(recipe.data["tricks"]) == set(paper["tricks"])  # every trick stays on
+        paper = resolve(name).mapping
+        assert recipe.mapping["model"]["name"] == paper["model"]["name"].replace("resnet50_", "resnet18_")
+        assert recipe.mapping["train"]["epochs"] == round(paper["train"]["epochs"] * CIFAR_EPOCHS_PER_120 / 120)
+        assert recipe.mapping["train"]["global_batch_size"] == paper["train"]["global_batch_size"] // 4
+        assert recipe.lr == pytest.approx(0.1 * recipe.mapping["train"]["global_batch_size"] / 256)
+        assert set(recipe.mapping["tricks"]) == set(paper["tricks"])  # every trick stays on
         if "linear_warmup" in paper["tricks"]:
-            assert recipe.data["tricks"]["linear_warmup"]["epochs"] == pytest.approx(5 * 2 / 120, rel=1e-3)
-    assert rungs["resnet50_baseline"].data["tricks"]["multistep"]["milestones"] == [1]
-    assert rungs["resnet50d_mixup"].data["train"]["epochs"] == 3  # the paper's 200 epochs, scaled
+            assert recipe.mapping["tricks"]["linear_warmup"]["epochs"] == pytest.approx(5 * 2 / 120, rel=1e-3)
+    assert rungs["resnet50_baseline"].mapping["tricks"]["multistep"]["milestones"] == [1]
+    assert rungs["resnet50d_mixup"].mapping["train"]["epochs"] == 3  # the paper's 200 epochs, scaled
     parents = {r.name: r.parent for r in plan_ladder(LADDERS["table6"], PRESETS["none"], [0])}
     assert parents["resnet50d_mixup"] == "resnet50d_label_smoothing"  # mixup without distillation
     assert parents["resnet50d_distill"] == "resnet50d_label_smoothing"
@@ -123,8 +123,8 @@ def test_cifar_preset_scales_the_paper_ladder():
 
 
 def test_paper_figure_reads_the_recipe_reference():
-    assert paper_figure(resolve("resnet50d_cosine").data["reference"]) == {"top1": 77.91, "table": 6}
-    assert paper_figure(resolve("resnet50_efficient").data["reference"]) == {"top1": 76.21, "table": 3}
+    assert paper_figure(resolve("resnet50d_cosine").mapping["reference"]) == {"top1": 77.91, "table": 6}
+    assert paper_figure(resolve("resnet50_efficient").mapping["reference"]) == {"top1": 76.21, "table": 3}
     assert paper_figure("") is None
 
 

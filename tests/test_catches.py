@@ -191,7 +191,7 @@ def _first_lr(recipe) -> float:
 
     pipeline = recipe_pipeline(recipe)
     return lr_sequence(schedule_part(pipeline), base_lr=recipe.lr, warmup=pipeline.warmup,
-                       total_steps=recipe.data["train"]["epochs"], steps_per_epoch=1)[0]
+                       total_steps=recipe.mapping["train"]["epochs"], steps_per_epoch=1)[0]
 
 
 @pytest.mark.parametrize("opt, scale, rule", [
@@ -208,7 +208,7 @@ def test_lr_null_is_timms_rule_and_the_warmup_starts_at_warmup_lr(tmp_path, opt,
     recipe = import_timm_args(path, name="imported", nproc=2).recipe
     ratio = 64 * 2 / 256
     expected = 0.1 * (math.sqrt(ratio) if rule == "sqrt" else ratio)
-    assert recipe.data["train"]["global_batch_size"] == 128
+    assert recipe.mapping["train"]["global_batch_size"] == 128
     assert recipe.lr == pytest.approx(expected, rel=1e-12)
     assert _first_lr(recipe) == pytest.approx(1e-5, rel=1e-9)
 

@@ -16,6 +16,7 @@ import pytest
 
 from conftest import wait_for
 from tricks_registry.cli import train as cli_train
+from tricks_registry.demo_teacher import demo_teacher_recipe
 from tricks_registry.recipe import list_recipes, resolve
 from tricks_registry.run_folder import RunFolder
 
@@ -42,29 +43,29 @@ def test_every_saved_run_recipe_resolves_again_to_itself(tmp_path: Path, demo: b
         saved = tmp_path / f"{name}.v{version}.{demo}.yaml"
         saved.write_text(r.to_yaml())
         again = resolve(saved, demo=demo)
-        assert again.sha256 == r.sha256 and dict(again.data) == dict(r.data), name
+        assert again.sha256 == r.sha256 and dict(again.mapping) == dict(r.mapping), name
         assert again.lineage == r.lineage
         if demo:  # the demo block is not applied twice
             assert resolve(saved).sha256 == r.sha256, name
         changed = resolve(saved, ["train.seed=7"], demo=demo)
-        assert changed.data["train"]["seed"] == 7 and changed.lineage == r.lineage
+        assert changed.mapping["train"]["seed"] == 7 and changed.lineage == r.lineage
 
 
 def test_the_demo_teacher_is_named_and_described_as_what_it_is(tmp_path: Path):
     student = resolve("resnet50d_all", ["train.epochs=1"], demo=True)
-    teacher = cli_train.demo_teacher_recipe(student, tmp_path)
+    teacher = demo_teacher_recipe(student)
     assert teacher.name == f"resnet18d_teacher_for_{student.name}" and teacher.version == student.version
-    assert teacher.data["model"]["name"] == "resnet18_v1d"
-    assert "distillation" not in teacher.data["tricks"] and "mixup" not in teacher.data["tricks"]
-    assert "label_smoothing" in teacher.data["tricks"] and teacher.data["train"]["epochs"] == 3
-    assert "ResNet-18-D" in teacher.data["description"] and "label-smoothing rung" in teacher.data["description"]
-    assert "ResNet-152-D" not in teacher.data["description"] and teacher.data["reference"] == ""
-    assert teacher.data["demo_run"] and teacher.data["data"] == student.data["data"]
+    assert teacher.mapping["model"]["name"] == "resnet18_v1d"
+    assert "distillation" not in teacher.mapping["tricks"] and "mixup" not in teacher.mapping["tricks"]
+    assert "label_smoothing" in teacher.mapping["tricks"] and teacher.mapping["train"]["epochs"] == 3
+    assert "ResNet-18-D" in teacher.mapping["description"] and "label-smoothing rung" in teacher.mapping["description"]
+    assert "ResNet-152-D" not in teacher.mapping["description"] and teacher.mapping["reference"] == ""
+    assert teacher.mapping["demo_run"] and teacher.mapping["data"] == student.mapping["data"]
     # the resumed student (its run folder's recipe.yaml) derives the very same teacher
     run = RunFolder(tmp_path / "run")
     run.path.mkdir()
     run.write_recipe(student)
-    assert cli_train.demo_teacher_recipe(run.recipe(), tmp_path / "other").sha256 == teacher.sha256
+    assert demo_teacher_recipe(run.recipe()).sha256 == teacher.sha256
 
 
 def test_two_demos_started_together_train_the_teacher_once(tmp_path: Path, monkeypatch):

@@ -35,7 +35,7 @@ def test_uint8_batches_normalized_on_the_device_equal_the_cpu_path(cifar_subset,
     (raw, dev), dev_val, task = batches(recipe, cifar_subset, on_device=True)
     assert isinstance(raw, DeviceInput) and raw.pixels.dtype == torch.uint8  # what the workers hand out
     assert raw.pixels.element_size() * 4 == cpu_raw.element_size()  # a copy four times smaller
-    lighting = "pca_lighting" in recipe.data["tricks"]
+    lighting = "pca_lighting" in recipe.mapping["tricks"]
     assert raw.shift.shape == ((16, 3) if lighting else (16, 0))
     assert dev.dtype == cpu.dtype == torch.float32 and torch.equal(dev, cpu)
     assert torch.equal(dev_val, cpu_val)

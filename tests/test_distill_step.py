@@ -23,7 +23,7 @@ def _inputs_of(model: nn.Module, seen: list[torch.Tensor]) -> None:
 
 def test_the_teacher_sees_the_students_mixed_batch():
     recipe = resolve("resnet50d_all")  # mixup (alpha 0.2, every batch), label smoothing, distillation
-    pipeline = compose(parts_from_config(recipe.data["tricks"]))
+    pipeline = compose(parts_from_config(recipe.mapping["tricks"]))
     assert pipeline.distillation is not None and pipeline.batch_mixers
     torch.manual_seed(0)
     student, teacher = _net(), _net().eval()

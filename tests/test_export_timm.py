@@ -84,7 +84,7 @@ def _notes(text: str) -> list[str]:
 # ---------------------------------------------------------------------------------------------------------
 def test_every_published_recipe_exports_only_train_py_dests():
     recipes = [(name, version, path) for name, version, path in list_recipes()
-               if resolve(path).data["task"] == "classification"]  # timm's train.py trains classifiers only
+               if resolve(path).mapping["task"] == "classification"]  # timm's train.py trains classifiers only
     assert len(recipes) >= 24
     for name, version, path in recipes:
         recipe = resolve(path)
@@ -214,8 +214,8 @@ def _timm_lrs(cfg: dict, steps_per_epoch: int) -> tuple[list[float], int]:
 
 def _recipe_lrs(name: str, steps_per_epoch: int, overrides=()) -> list[float]:
     recipe = resolve(name, list(overrides))
-    pipeline = compose(parts_from_config(recipe.data["tricks"]))
-    total = recipe.data["train"]["epochs"] * steps_per_epoch
+    pipeline = compose(parts_from_config(recipe.mapping["tricks"]))
+    total = recipe.mapping["train"]["epochs"] * steps_per_epoch
     return lr_sequence(pipeline.schedule, base_lr=recipe.lr, total_steps=total, steps_per_epoch=steps_per_epoch,
                        warmup=pipeline.warmup)
 
@@ -494,7 +494,7 @@ def test_the_export_carries_the_recipe_in_one_key():
     carried = cfg[CARRY_KEY]
     recipe = resolve("resnet50d_all")
     assert carried["recipe"] == "resnet50d_all@2" and carried["sha256"] == recipe.sha256 and carried["nproc"] == 8
-    assert [next(iter(t)) for t in carried["values"]["tricks"]] == list(recipe.data["tricks"])   # in order
-    assert carried["values"]["train"] == recipe.data["train"] and "lineage" not in carried["values"]
+    assert [next(iter(t)) for t in carried["values"]["tricks"]] == list(recipe.mapping["tricks"])   # in order
+    assert carried["values"]["train"] == recipe.mapping["train"] and "lineage" not in carried["values"]
     assert list(cfg)[-1] == CARRY_KEY   # the last key, after every train.py dest
     assert CARRY_KEY not in yaml.safe_load(export_timm_args(recipe, carry=False))

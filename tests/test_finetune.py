@@ -100,7 +100,7 @@ def test_a_spec_that_does_not_resolve_and_an_init_trick_are_refused(tmp_path: Pa
 def test_pretrained_true_still_means_timms_default_weights_and_a_spec_must_be_a_string():
     with pytest.raises(RecipeError, match="model.pretrained: expected true, false or a weights spec"):
         resolve("resnet50d_finetune", ["model.pretrained=3"])
-    assert resolve("resnet50d_cosine", ["model.pretrained=true"]).data["model"]["pretrained"] is True
+    assert resolve("resnet50d_cosine", ["model.pretrained=true"]).mapping["model"]["pretrained"] is True
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -131,7 +131,7 @@ def test_freeze_trains_the_head_alone_then_every_layer():
 
 
 def test_the_finetune_recipes_say_what_they_start_from():
-    full, head = resolve("resnet50d_finetune").data, resolve("resnet50d_finetune_head").data
+    full, head = resolve("resnet50d_finetune").mapping, resolve("resnet50d_finetune_head").mapping
     assert full["model"]["pretrained"] == head["model"]["pretrained"] == "resnet50_v1d.gluon_in1k"
     assert "distillation" not in full["tricks"] and "mixup" not in full["tricks"]
     assert {"cosine", "constant_warmup", "label_smoothing"} <= set(full["tricks"])

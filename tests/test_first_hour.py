@@ -121,7 +121,7 @@ def test_plain_timm_loads_the_export_and_scores_the_runs_top1_on_the_demo_digits
         assert main(["export", str(run), "--out", str(export)]) == 0
     model = timm.create_model(f"local-dir:{export}", pretrained=True).eval()
     transform = create_transform(**resolve_data_config({}, model=model))
-    _, val = demo_datasets(seed=RunFolder(run).recipe().data["train"]["seed"])
+    _, val = demo_datasets(seed=RunFolder(run).recipe().mapping["train"]["seed"])
     val.transform = transform
     hits = 0
     with torch.inference_mode():
@@ -136,7 +136,7 @@ def test_the_demo_split_is_the_runs_own_validation_split_and_transform(demo):
     run = demo["run"]
     recipe = RunFolder(run).recipe()
     digits = demo_split(str(run))
-    _, val = demo_datasets(seed=recipe.data["train"]["seed"])
+    _, val = demo_datasets(seed=recipe.mapping["train"]["seed"])
     assert (digits.dataset.images == val.images).all() and (digits.dataset.targets == val.targets).all()
     from timm.data import create_transform
 
@@ -189,15 +189,15 @@ def test_quiet_leaves_the_next_steps_out_and_only_the_main_process_prints_them(d
 
 def test_a_folder_run_gets_its_data_dir_and_no_demo_commands():
     progs = Programs("tricks", "python")
-    recipe = resolve("resnet50d_cosine", ["data.val_split=test"]).data
+    recipe = resolve("resnet50d_cosine", ["data.val_split=test"])
     steps = next_steps("runs/r 1", recipe, demo=False, data_dir="/data/my set", progs=progs)
     assert [s.command for s in steps][:2] == [
         "tricks validate 'runs/r 1' --data-dir '/data/my set' --split test",
         "tricks export 'runs/r 1' --out 'runs/r 1/export'"]
     assert shlex.split(steps[2].command)[:2] == ["python", "-c"] and "local-dir:runs/r 1/export" in steps[2].command
-    stream = resolve("resnet50d_cosine", ["data.dataset=wds/x"]).data
+    stream = resolve("resnet50d_cosine", ["data.dataset=wds/x"])
     assert "validate" not in next_steps("runs/r", stream, demo=False, data_dir="/d", progs=progs)[0].command
-    a = resolve("resnet50_baseline").data  # ResNet-A at 50 layers is not timm's own: its load names the plugin
+    a = resolve("resnet50_baseline")  # ResNet-A at 50 layers is not timm's own: its load names the plugin
     assert "import timm, model_tweaks;" in next_steps("runs/r", a, demo=False, progs=progs)[-1].command
     assert all(isinstance(s, NextStep) for s in steps)
 

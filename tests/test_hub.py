@@ -468,7 +468,7 @@ def test_gluon_tags_point_at_timm_hub_copies():
         assert TIMM_EQUIVALENT[name] == native.split(".")[0]
     from tricks_registry.recipe import resolve
 
-    teacher = resolve("resnet50d_distill").data["tricks"]["distillation"]["teacher"]
+    teacher = resolve("resnet50d_distill").mapping["tricks"]["distillation"]["teacher"]
     assert timm.models.get_pretrained_cfg(teacher).hf_hub_id == "timm/resnet152d.gluon_in1k"
 
 
@@ -588,7 +588,7 @@ part("pinned", lambda: {
     "main": bias(load_teacher(f"hf-hub:{repo}", 3, cpu)),
     "pickle_only": refused(f"hf-hub:{args['pickle_only']}", 3),
     "recipe_at_sha1": recipe_from_hub(f"hf-hub:{repo}@{sha1}").sha256,
-    "recipe_override": recipe_from_hub(f"hf-hub:{repo}", ["train.epochs=1"], revision=sha1).data["train"]})
+    "recipe_override": recipe_from_hub(f"hf-hub:{repo}", ["train.epochs=1"], revision=sha1).mapping["train"]})
 
 def retrain():  # tricks-train --recipe hf-hub:ORG/NAME --revision REV
     from tricks_registry.cli import main

@@ -96,11 +96,11 @@ def test_child_of_a_published_recipe_overrides_one_key_and_inherits_the_rest(tmp
           epochs: 7
     """)
     parent, kid = resolve("resnet50d_all@1"), resolve(child)
-    assert kid.data["train"]["epochs"] == 7 and parent.data["train"]["epochs"] == 200
+    assert kid.mapping["train"]["epochs"] == 7 and parent.mapping["train"]["epochs"] == 200
     assert kid.lineage == ("child@1",) + parent.lineage
     ignore = [("name",), ("version",), ("lineage",), ("train", "epochs")]
-    assert _without(kid.data, *ignore) == _without(parent.data, *ignore)
-    assert kid.data["reference"] == parent.data["reference"]  # untouched keys are inherited as they are
+    assert _without(kid.mapping, *ignore) == _without(parent.mapping, *ignore)
+    assert kid.mapping["reference"] == parent.mapping["reference"]  # untouched keys are inherited as they are
 
 
 def test_child_extending_a_file_path_inherits_and_merges_trick_parameters_key_by_key(tmp_path: Path, base: Path):
@@ -114,10 +114,10 @@ def test_child_extending_a_file_path_inherits_and_merges_trick_parameters_key_by
     parent, kid = resolve(base), resolve(child)
     assert kid.lineage == ("child@3", "base@1")
     assert (kid.name, kid.version) == ("child", 3)
-    assert kid.data["tricks"]["multistep"] == {"milestones": [2, 4, 8], "gamma": 0.1}  # gamma inherited
-    assert parent.data["tricks"]["multistep"] == {"milestones": [3, 6], "gamma": 0.1}
+    assert kid.mapping["tricks"]["multistep"] == {"milestones": [2, 4, 8], "gamma": 0.1}  # gamma inherited
+    assert parent.mapping["tricks"]["multistep"] == {"milestones": [3, 6], "gamma": 0.1}
     ignore = [("name",), ("version",), ("lineage",), ("tricks", "multistep")]
-    assert _without(kid.data, *ignore) == _without(parent.data, *ignore)
+    assert _without(kid.mapping, *ignore) == _without(parent.mapping, *ignore)
 
 
 def test_null_trick_removes_an_inherited_trick(tmp_path: Path, base: Path):
@@ -131,18 +131,18 @@ def test_null_trick_removes_an_inherited_trick(tmp_path: Path, base: Path):
           cosine: {}
     """)
     kid = resolve(child)
-    assert "hflip" in resolve(base).data["tricks"]
-    assert set(kid.data["tricks"]) == {"sgd_nesterov", "cosine"}
+    assert "hflip" in resolve(base).mapping["tricks"]
+    assert set(kid.mapping["tricks"]) == {"sgd_nesterov", "cosine"}
     # the published ladder does it too: the cosine rung drops the inherited step schedule
-    assert "multistep" in resolve("resnet50d_efficient").data["tricks"]
-    assert "multistep" not in resolve("resnet50d_cosine").data["tricks"]
+    assert "multistep" in resolve("resnet50d_efficient").mapping["tricks"]
+    assert "multistep" not in resolve("resnet50d_cosine").mapping["tricks"]
 
 
 def test_null_trick_in_a_demo_block_keeps_the_demo_from_adding_it_back():
     demo = resolve("resnet50d_cosine", demo=True)
-    assert "multistep" not in demo.data["tricks"] and "cosine" in demo.data["tricks"]
-    assert demo.data["train"]["epochs"] == 4 and demo.data["data"]["input_size"] == 32
-    assert demo.data["demo_run"] is True
+    assert "multistep" not in demo.mapping["tricks"] and "cosine" in demo.mapping["tricks"]
+    assert demo.mapping["train"]["epochs"] == 4 and demo.mapping["data"]["input_size"] == 32
+    assert demo.mapping["demo_run"] is True
 
 
 @pytest.fixture
@@ -160,9 +160,9 @@ def private_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_unpinned_extends_takes_the_latest_version(tmp_path: Path, private_registry: Path):
     unpinned = write(tmp_path, "unpinned.yaml", "name: u\nversion: 1\nextends: basis\n")
     pinned = write(tmp_path, "pinned.yaml", "name: p\nversion: 1\nextends: basis@2\n")
-    assert resolve(unpinned).data["train"]["epochs"] == 100
+    assert resolve(unpinned).mapping["train"]["epochs"] == 100
     assert resolve(unpinned).lineage == ("u@1", "basis@10")
-    assert resolve(pinned).data["train"]["epochs"] == 22
+    assert resolve(pinned).mapping["train"]["epochs"] == 22
     assert find_recipe_file("basis") == private_registry / "basis.v10.yaml"
     assert [(n, v) for n, v, _ in list_recipes()] == [("basis", 1), ("basis", 2), ("basis", 10)]
 
@@ -171,16 +171,16 @@ def test_unpinned_extends_takes_the_latest_version(tmp_path: Path, private_regis
 # overrides
 def test_override_epochs_and_a_trick_parameter():
     r = resolve("resnet50d_all", ["train.epochs=2", "tricks.mixup.alpha=0.4"])
-    assert r.data["train"]["epochs"] == 2 and type(r.data["train"]["epochs"]) is int
-    assert r.data["tricks"]["mixup"] == {"alpha": 0.4}
-    assert r.data["tricks"]["label_smoothing"] == resolve("resnet50d_all").data["tricks"]["label_smoothing"]
+    assert r.mapping["train"]["epochs"] == 2 and type(r.mapping["train"]["epochs"]) is int
+    assert r.mapping["tricks"]["mixup"] == {"alpha": 0.4}
+    assert r.mapping["tricks"]["label_smoothing"] == resolve("resnet50d_all").mapping["tricks"]["label_smoothing"]
 
 
 def test_override_adds_and_removes_tricks():
     r = resolve("resnet50_baseline", ["tricks.multistep=null", "tricks.cosine={}", "tricks.pca_lighting=null"])
-    assert "multistep" not in r.data["tricks"] and "pca_lighting" not in r.data["tricks"]
-    assert r.data["tricks"]["cosine"] == {}
-    schedule = compose(parts_from_config(r.data["tricks"])).schedule
+    assert "multistep" not in r.mapping["tricks"] and "pca_lighting" not in r.mapping["tricks"]
+    assert r.mapping["tricks"]["cosine"] == {}
+    schedule = compose(parts_from_config(r.mapping["tricks"])).schedule
     assert schedule.trick == "cosine"
     # adding a second schedule without removing the first is a conflict, reported on the trick
     err = expect_error("resnet50_baseline", ["tricks.cosine={}"], file=None, line=None, key="tricks.cosine")
@@ -196,14 +196,14 @@ def test_override_values_are_parsed_as_yaml():
     assert parse_override("train.grad_clip=") == (("train", "grad_clip"), None)
     r = resolve("resnet50_baseline", ["tricks.multistep.milestones=[2, 3]", "train.weight_decay=5.0e-5",
                                       "data.eval_crop_pct=1"])
-    assert r.data["tricks"]["multistep"]["milestones"] == [2, 3]
-    assert r.data["train"]["weight_decay"] == 5e-5
-    assert r.data["data"]["eval_crop_pct"] == 1.0 and type(r.data["data"]["eval_crop_pct"]) is float
+    assert r.mapping["tricks"]["multistep"]["milestones"] == [2, 3]
+    assert r.mapping["train"]["weight_decay"] == 5e-5
+    assert r.mapping["data"]["eval_crop_pct"] == 1.0 and type(r.mapping["data"]["eval_crop_pct"]) is float
 
 
 def test_overrides_come_after_the_demo_block():
     r = resolve("resnet50d_mixup", ["train.epochs=2"], demo=True)
-    assert r.data["train"]["epochs"] == 2 and r.data["train"]["global_batch_size"] == 64
+    assert r.mapping["train"]["epochs"] == 2 and r.mapping["train"]["global_batch_size"] == 64
 
 
 @pytest.mark.parametrize("text", ["train.epochs", "=3", "  =3", "train.epochs=[1,", "train.epochs.x=1"])
@@ -251,7 +251,7 @@ def test_unknown_recipe_name_suggests_the_close_ones():
 # hash
 def test_hash_is_stable_and_is_the_hash_of_the_resolved_data():
     a, b = resolve("resnet50d_all"), resolve("resnet50d_all")
-    assert a.sha256 == b.sha256 == recipe_hash(a.data)
+    assert a.sha256 == b.sha256 == recipe_hash(a.mapping)
     assert re.fullmatch(r"[0-9a-f]{64}", a.sha256)
 
 
@@ -339,15 +339,15 @@ def test_every_published_recipe_pins_its_parent_and_names_itself_like_its_file()
 def test_every_published_recipe_resolves(demo: bool):
     for name, version, path in list_recipes():
         r = resolve(f"{name}@{version}", demo=demo)
-        assert r.lr > 0 and r.data["tricks"], name
-        compose(parts_from_config(r.data["tricks"]))  # the trainer's own composition succeeds too
+        assert r.lr > 0 and r.mapping["tricks"], name
+        compose(parts_from_config(r.mapping["tricks"]))  # the trainer's own composition succeeds too
 
 
 # ----------------------------------------------------------------------------------------------------------
 # the paper's values
 def test_resnet50d_all_holds_the_papers_values():
     r = resolve("resnet50d_all")
-    d, t = r.data, r.data["tricks"]
+    d, t = r.mapping, r.mapping["tricks"]
     assert d["train"]["global_batch_size"] == 1024
     assert math.isclose(d["derived"]["lr"], 0.4, rel_tol=1e-12)  # 0.1 x 1024 / 256 (section 3.1)
     assert d["train"]["lr"] is None  # the LR comes from linear scaling, nowhere else
@@ -367,7 +367,7 @@ def test_resnet50d_all_holds_the_papers_values():
 
 def test_resnet50_baseline_holds_the_papers_values():
     r = resolve("resnet50_baseline")
-    d, t = r.data, r.data["tricks"]
+    d, t = r.mapping, r.mapping["tricks"]
     assert r.lr == 0.1 and d["train"]["global_batch_size"] == 256
     assert t["multistep"] == {"milestones": [30, 60, 90], "gamma": 0.1} and d["train"]["epochs"] == 120
     assert "xavier_init" in t and t["sgd_nesterov"]["momentum"] == 0.9
@@ -379,33 +379,33 @@ def test_resnet50_baseline_holds_the_papers_values():
 def test_mobilenet_and_inception_ladders_are_the_resnet_ladder_without_zero_gamma(net: str):
     base = resolve(f"{net}_baseline")
     ref = resolve("resnet50_baseline")
-    assert base.data["tricks"] == ref.data["tricks"] and base.data["train"] == ref.data["train"]
-    assert base.data["model"]["name"] == OTHER_NETS[net] and base.lineage == (f"{net}_baseline@1",)
+    assert base.mapping["tricks"] == ref.mapping["tricks"] and base.mapping["train"] == ref.mapping["train"]
+    assert base.mapping["model"]["name"] == OTHER_NETS[net] and base.lineage == (f"{net}_baseline@1",)
     previous = f"{net}_baseline@1"
     for rung in RUNGS:
         ours, theirs = resolve(f"{net}_{rung}"), resolve(f"resnet50d_{rung}")
-        assert "zero_gamma" not in ours.data["tricks"] and "zero_gamma" in theirs.data["tricks"]
-        assert ours.data["tricks"] == {k: v for k, v in theirs.data["tricks"].items() if k != "zero_gamma"}, rung
-        assert ours.data["train"] == theirs.data["train"] and ours.lr == theirs.lr, rung
-        assert ours.data["data"] == base.data["data"] and ours.data["model"] == base.data["model"]
+        assert "zero_gamma" not in ours.mapping["tricks"] and "zero_gamma" in theirs.mapping["tricks"]
+        assert ours.mapping["tricks"] == {k: v for k, v in theirs.mapping["tricks"].items() if k != "zero_gamma"}, rung
+        assert ours.mapping["train"] == theirs.mapping["train"] and ours.lr == theirs.lr, rung
+        assert ours.mapping["data"] == base.mapping["data"] and ours.mapping["model"] == base.mapping["model"]
         assert all(p.startswith(f"{net}_") for p in ours.lineage)  # never a ResNet parent
         parent = load_file(find_recipe_file(f"{net}_{rung}")).data["extends"]
         v = ours.version
         assert parent == {"mixup": f"{net}_label_smoothing@{v}", "distill": f"{net}_label_smoothing@{v}",
                           "all": f"{net}_mixup@{v}"}.get(rung, previous), rung
         previous = f"{net}_{rung}@{v}"
-        assert "Table 6" in ours.data["reference"]
+        assert "Table 6" in ours.mapping["reference"]
         demo, demo_ref = resolve(f"{net}_{rung}", demo=True), resolve(f"resnet50d_{rung}", demo=True)
-        assert demo.data["train"] == demo_ref.data["train"]
-        assert demo.data["tricks"] == {k: v for k, v in demo_ref.data["tricks"].items() if k != "zero_gamma"}
+        assert demo.mapping["train"] == demo_ref.mapping["train"]
+        assert demo.mapping["tricks"] == {k: v for k, v in demo_ref.mapping["tricks"].items() if k != "zero_gamma"}
 
 
 def test_inception_v3_trains_at_299_and_evaluates_at_resize_342_crop_299():
-    d = resolve("inception_v3_all").data["data"]
+    d = resolve("inception_v3_all").mapping["data"]
     assert d["input_size"] == 299
     # timm's eval transform resizes to floor(input_size / crop_pct)
     assert math.floor(d["input_size"] / d["eval_crop_pct"]) == 342
-    assert resolve("mobilenet_all").data["data"]["input_size"] == 224
+    assert resolve("mobilenet_all").mapping["data"]["input_size"] == 224
 
 
 @pytest.mark.parametrize("net", sorted(OTHER_NETS))
@@ -415,7 +415,7 @@ def test_other_nets_have_no_residual_block_for_zero_gamma_and_run_at_their_demo_
 
     from tricks_registry.registry import TrickError, build_trick
 
-    demo = resolve(f"{net}_all", demo=True).data
+    demo = resolve(f"{net}_all", demo=True).mapping
     model = timm.create_model(demo["model"]["name"], num_classes=10)
     with pytest.raises(TrickError, match="no residual block"):
         build_trick("zero_gamma").apply(model)
@@ -536,6 +536,6 @@ def test_hash_sees_the_order_of_order_sensitive_tricks(tmp_path: Path):
     a = write(tmp_path, "a/r.yaml", BASE_TEXT + "  random_erasing: {}\n  cutout: {}\n")
     b = write(tmp_path, "b/r.yaml", BASE_TEXT + "  cutout: {}\n  random_erasing: {}\n")
     ra, rb = resolve(a), resolve(b)
-    order = [[s.trick for s in compose(parts_from_config(r.data["tricks"])).sample_transforms] for r in (ra, rb)]
+    order = [[s.trick for s in compose(parts_from_config(r.mapping["tricks"])).sample_transforms] for r in (ra, rb)]
     assert order[0] != order[1]  # the pipelines differ ...
     assert ra.sha256 != rb.sha256  # ... so their identities should too

@@ -164,7 +164,7 @@ def bad_override(draw) -> tuple[str, str]:
     if kind == "out_of_range":
         return f"train.lr={draw(st.floats(-5, 0))}", "train.lr"
     if kind == "absent_trick":
-        name = draw(st.sampled_from(sorted(TRICKS - set(resolve("resnet50d_mixup").data["tricks"]))))
+        name = draw(st.sampled_from(sorted(TRICKS - set(resolve("resnet50d_mixup").mapping["tricks"]))))
         return f"tricks.{name}.p={draw(st.floats(0.1, 2))}", f"no trick '{name}'"
     return f"{draw(st.sampled_from(['data', 'model', 'train']))}=null", "must be a mapping"
 
@@ -199,7 +199,7 @@ def test_a_local_copy_named_like_the_recipe_it_extends_is_no_cycle(tmp_path):
     local = tmp_path / "resnet50d_mixup.v1.yaml"
     local.write_text("name: resnet50d_mixup\nversion: 1\nextends: resnet50d_mixup@1\ntrain: {epochs: 3}\n")
     recipe = resolve(local)
-    assert recipe.data["train"]["epochs"] == 3
+    assert recipe.mapping["train"]["epochs"] == 3
     assert recipe.lineage == ("resnet50d_mixup@1",) * 2 + tuple(resolve("resnet50d_mixup@1").lineage[1:])
 
 
@@ -234,5 +234,5 @@ def test_an_override_on_an_absent_trick_says_how_to_add_it():
     with pytest.raises(RecipeError, match=r"^--set tricks.mixpu.alpha=0.4: the recipe has no trick 'mixpu' \(did you mean mixup.*\); add it first with "
                                           r"--set tricks.mixpu=\{\}"):
         resolve("resnet50d_mixup", ["tricks.mixpu.alpha=0.4"])
-    assert resolve("resnet50d_cosine", ["tricks.mixup={}", "tricks.mixup.alpha=0.4"]).data["tricks"]["mixup"][
+    assert resolve("resnet50d_cosine", ["tricks.mixup={}", "tricks.mixup.alpha=0.4"]).mapping["tricks"]["mixup"][
         "alpha"] == 0.4

@@ -22,12 +22,12 @@ from tricks_registry.export.timm_import import MAPPED_FLAGS, TIMM_TRAIN_DEFAULTS
 from tricks_registry.recipe import list_recipes, resolve
 
 CLASSIFICATION = [f"{name}@{version}" for name, version, path in list_recipes()
-                  if resolve(path).data["task"] == "classification"]
+                  if resolve(path).mapping["task"] == "classification"]
 
 
 def values(recipe) -> dict:
     """A resolved recipe's values: everything but the bookkeeping keys."""
-    return {k: v for k, v in recipe.data.items() if k not in BOOKKEEPING_KEYS}
+    return {k: v for k, v in recipe.mapping.items() if k not in BOOKKEEPING_KEYS}
 
 
 def train_py_args_yaml(config: Path, out: Path) -> Path:
@@ -77,7 +77,7 @@ def test_export_then_import_gives_back_every_recipe(tmp_path, nproc):
         args_yaml = train_py_args_yaml(config, tmp_path / "args.yaml")
         result = import_timm_args(args_yaml, name="myrun", nproc=nproc)
         assert values(result.recipe) == values(source), ident
-        assert list(result.recipe.data["tricks"]) == list(source.data["tricks"]), ident   # and in their order
+        assert list(result.recipe.mapping["tricks"]) == list(source.mapping["tricks"]), ident   # and in their order
         assert result.carried.startswith(ident) and result.changed == (), ident
         assert result.world_size == nproc and result.recipe.lr == source.lr
         dropped = {d.flag for d in result.dropped}
@@ -101,7 +101,7 @@ def test_the_dataset_spec_goes_to_timms_dataset_flag_and_comes_back(tmp_path, sp
     bare = tmp_path / "bare.yaml"
     bare.write_text(yaml.safe_dump(flags))
     result = import_timm_args(bare, name="myrun")
-    assert result.recipe.data["data"]["dataset"] == spec and "dataset" not in {x.flag for x in result.dropped}
+    assert result.recipe.mapping["data"]["dataset"] == spec and "dataset" not in {x.flag for x in result.dropped}
 
 
 def test_device_batch_exports_grad_accum_steps_and_comes_back(tmp_path):
@@ -116,7 +116,7 @@ def test_device_batch_exports_grad_accum_steps_and_comes_back(tmp_path):
     del flags[CARRY_KEY]
     bare = tmp_path / "bare.yaml"
     bare.write_text(yaml.safe_dump(flags))
-    assert import_timm_args(bare, name="myrun", nproc=2).recipe.data["train"]["global_batch_size"] == 1024
+    assert import_timm_args(bare, name="myrun", nproc=2).recipe.mapping["train"]["global_batch_size"] == 1024
     with pytest.raises(RecipeError, match="--device-batch 48"):
         export_timm_args(source, world_size=2, device_batch=48)
 
@@ -136,7 +136,7 @@ def test_the_flags_alone_rebuild_what_train_py_expresses(tmp_path):
         wrong = {k: (cfg.get(k), again.get(k)) for k in set(cfg) | set(again)
                  if not same_flag_value(cfg.get(k, TIMM_TRAIN_DEFAULTS[k]), again.get(k, TIMM_TRAIN_DEFAULTS[k]))}
         assert not wrong, (ident, wrong)
-        ours, theirs = result.recipe.data, source.data
+        ours, theirs = result.recipe.mapping, source.mapping
         assert ours["model"]["name"] == theirs["model"]["name"], ident
         assert ours["train"]["epochs"] == theirs["train"]["epochs"], ident
         assert ours["train"]["global_batch_size"] == theirs["train"]["global_batch_size"], ident
@@ -378,8 +378,8 @@ def test_a_timm_run_becomes_a_recipe(resnet50_run):
     result = import_timm_args(resnet50_run, name="resnet50_timm_run", nproc=8)
     recipe = result.recipe
     assert recipe.name == "resnet50_timm_run" and recipe.version == 1
-    assert str(resnet50_run.resolve()) in recipe.data["description"]
-    train, tricks = recipe.data["train"], recipe.data["tricks"]
+    assert str(resnet50_run.resolve()) in recipe.mapping["description"]
+    train, tricks = recipe.mapping["train"], recipe.mapping["tricks"]
     assert train["global_batch_size"] == 128 * 8 and recipe.lr == 0.4 and train["lr"] == 0.4
     assert train["epochs"] == 120 and train["weight_decay"] == 1e-4 and train["seed"] == 42
     assert tricks["cosine"] == {"lr_min": 1e-6}
@@ -396,9 +396,9 @@ def test_a_timm_run_becomes_a_recipe(resnet50_run):
     assert tricks["inception_crop"] == {"scale": [0.08, 1.0], "ratio": [0.75, 1.3333333333333333]}
     assert tricks["hflip"] == {"prob": 0.5}
     assert "zero_gamma" in tricks                              # timm's ResNets zero the last BN gamma
-    model = recipe.data["model"]
+    model = recipe.mapping["model"]
     assert model["name"] == "resnet50_v1b" and model["kwargs"] == {"drop_path_rate": 0.05}   # a named entry
-    data = recipe.data["data"]
+    data = recipe.mapping["data"]
     assert (data["input_size"], data["eval_crop_pct"], data["interpolation"], data["workers"]) == \
         (224, 0.95, "bicubic", 8)
     # dropped: exactly the flags the importer does not map that differ from train.py's defaults
@@ -421,9 +421,9 @@ def test_lr_null_is_timms_linear_scaling_rule(resnet50_run, tmp_path):
     path = tmp_path / "args.yaml"
     path.write_text(yaml.safe_dump(args))
     result = import_timm_args(path, name="scaled", nproc=4)
-    assert result.recipe.data["train"]["global_batch_size"] == 128 * 4 * 2
-    assert result.recipe.data["tricks"]["linear_scaling"] == {"base_lr": 0.1, "base_batch": 256}
-    assert result.recipe.data["train"]["lr"] is None and math.isclose(result.recipe.lr, 0.1 * 1024 / 256)
+    assert result.recipe.mapping["train"]["global_batch_size"] == 128 * 4 * 2
+    assert result.recipe.mapping["tricks"]["linear_scaling"] == {"base_lr": 0.1, "base_batch": 256}
+    assert result.recipe.mapping["train"]["lr"] is None and math.isclose(result.recipe.lr, 0.1 * 1024 / 256)
     assert result.world_size == 4 and result.world_size_from == "--nproc"
     # no --nproc, no carried recipe: one process, and it says so
     alone = import_timm_args(path, name="scaled")
@@ -435,12 +435,12 @@ def test_absent_keys_take_train_py_defaults(tmp_path):
     path = tmp_path / "args.yaml"
     path.write_text("model: resnet50d\nlr: 0.2\nbatch_size: 64\n")
     result = import_timm_args(path, name="defaults")
-    tricks = result.recipe.data["tricks"]
+    tricks = result.recipe.mapping["tricks"]
     # train.py's defaults: cosine, 5 warmup epochs from 1e-5, smoothing 0.1, sgd (Nesterov), 300 epochs, seed 42
     assert "cosine" in tricks and tricks["linear_warmup"]["epochs"] == 5
     assert tricks["label_smoothing"]["epsilon"] == 0.1 and "sgd_nesterov" in tricks
-    assert result.recipe.data["train"]["epochs"] == 300 and result.recipe.data["train"]["seed"] == 42
-    assert result.recipe.data["train"]["weight_decay"] == 2e-5 and result.dropped == ()
+    assert result.recipe.mapping["train"]["epochs"] == 300 and result.recipe.mapping["train"]["seed"] == 42
+    assert result.recipe.mapping["train"]["weight_decay"] == 2e-5 and result.dropped == ()
 
 
 @pytest.mark.parametrize("text, name, zero_gamma, kwargs", [
@@ -456,8 +456,8 @@ def test_timm_model_names_map_to_ours(tmp_path, text, name, zero_gamma, kwargs):
     path = tmp_path / "args.yaml"
     path.write_text(text)
     recipe = import_timm_args(path, name="model").recipe
-    assert recipe.data["model"]["name"] == name and recipe.data["model"]["kwargs"] == kwargs
-    assert ("zero_gamma" in recipe.data["tricks"]) == zero_gamma
+    assert recipe.mapping["model"]["name"] == name and recipe.mapping["model"]["kwargs"] == kwargs
+    assert ("zero_gamma" in recipe.mapping["tricks"]) == zero_gamma
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ V2 = sorted(name for name, version, _ in list_recipes() if version == 2 and (rec
 
 
 def _warmup(recipe):
-    return compose(parts_from_config(recipe.data["tricks"])).warmup
+    return compose(parts_from_config(recipe.mapping["tricks"])).warmup
 
 
 def test_the_ladders_from_efficient_training_on_have_a_version_2():
@@ -29,7 +29,7 @@ def test_version_2_is_version_1_with_the_papers_warmup(name):
     assert resolve(name).sha256 == v2.sha256  # the bare name is the latest
     text = (recipe_dir() / f"{name}.v2.yaml").read_text()
     assert sum(line.startswith("# Changelog: v2 - ") for line in text.splitlines()) == 1
-    a, b = dict(v1.data), dict(v2.data)
+    a, b = dict(v1.mapping), dict(v2.mapping)
     assert (a.pop("version"), b.pop("version")) == (1, 2)
     assert [x.split("@")[0] for x in a.pop("lineage")] == [x.split("@")[0] for x in b.pop("lineage")]
     ta, tb = a.pop("tricks"), b.pop("tricks")

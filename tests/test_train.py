@@ -27,16 +27,16 @@ LADDER = sorted({name for name, _, _ in list_recipes() if not name.startswith(("
 def scaled_down(name: str, epochs: int = 4, batch: int = 20) -> list[str]:
     """--set overrides that shrink a recipe to seconds on 2 CPU cores while keeping every trick."""
     recipe = resolve(name)
-    tricks = recipe.data["tricks"]
+    tricks = recipe.mapping["tricks"]
     # 64 px (96 for Inception-V3, which needs 75+): at 32 px the last stage is 1x1 and BN over a batch of 20
     # single pixels is too noisy for the loss to fall within a few steps
-    size = 96 if recipe.data["model"]["name"].startswith("inception") else 64
+    size = 96 if recipe.mapping["model"]["name"].startswith("inception") else 64
     out = [f"data.input_size={size}", "data.eval_crop_pct=1.0", "data.workers=0", f"train.epochs={epochs}",
            f"train.global_batch_size={batch}", "train.log_every=1"]
     if "linear_scaling" not in tricks:  # the paper's LR of 0.1 per 256 images, scaled to this batch
         # (a quarter of it for Inception-V3's Xavier-initialised baseline, whose loss climbs at the full LR over
         # the 24 steps here: measured [3.01, 3.32, 3.10, 3.15] at 0.0078, [2.64, 2.74, 2.77, 2.55] at 0.002)
-        inception = recipe.data["model"]["name"].startswith("inception")
+        inception = recipe.mapping["model"]["name"].startswith("inception")
         out.append(f"train.lr={0.1 * batch / 256 / (4 if inception else 1)}")
     if "linear_warmup" in tricks:
         out.append("tricks.linear_warmup.epochs=1")
@@ -70,7 +70,7 @@ def teacher_run(cifar_subset, tmp_path_factory) -> Path:
 def test_ladder_recipe_trains_and_loss_goes_down(name, cifar_subset, teacher_run, tmp_path):
     args = ["--recipe", name, "--data-dir", str(cifar_subset), "--output", str(tmp_path)]
     args += ["--set=" + s for s in scaled_down(name)]
-    if "distillation" in resolve(name).data["tricks"]:
+    if "distillation" in resolve(name).mapping["tricks"]:
         args.append(f"--set=tricks.distillation.teacher={teacher_run}")
     run_dir = run_train(args)
     rows = read_metrics(run_dir)
@@ -90,7 +90,7 @@ def test_checkpoint_reloads_to_identical_weights(cifar_subset, tmp_path):
                          str(tmp_path), *["--set=" + s for s in scaled_down("resnet50d_efficient", epochs=2)]])
     summary = json.loads((run_dir / "summary.json").read_text())
     weights, state = load_checkpoint(run_dir / "checkpoints", "step-00000012")
-    model = build_model(resolve("resnet50d_efficient").data["model"], 10)
+    model = build_model(resolve("resnet50d_efficient").mapping["model"], 10)
     model.load_state_dict(weights, strict=True)
     # the checksum the trainer took of its in-memory model at the end equals the reloaded one
     assert _checksum(model) == summary["rank_checksums"][0]

@@ -291,34 +291,34 @@ def test_ade20k_reader_shifts_labels_and_ignores_other(ade_root: Path):
 def test_transfer_recipes_mirror_tables_8_and_9():
     assert len(TRANSFER) == 14
     det, seg = resolve("fasterrcnn_resnet50d_voc"), resolve("fcn_resnet50d_ade20k")
-    assert det.data["task"] == "detection" and seg.data["task"] == "segmentation"
-    assert "Table 8" in det.data["reference"] and "81.33" in det.data["reference"]
-    assert "Table 9" in seg.data["reference"] and "39.05" in seg.data["reference"]
+    assert det.mapping["task"] == "detection" and seg.mapping["task"] == "segmentation"
+    assert "Table 8" in det.mapping["reference"] and "81.33" in det.mapping["reference"]
+    assert "Table 9" in seg.mapping["reference"] and "39.05" in seg.mapping["reference"]
     # constant warmup (the seeds' advice for fine-tuning) composed with each task's schedule
-    assert {"constant_warmup", "multistep", "sgd", "linear_scaling"} <= set(det.data["tricks"])
-    assert {"constant_warmup", "poly", "sgd", "linear_scaling"} <= set(seg.data["tricks"])
+    assert {"constant_warmup", "multistep", "sgd", "linear_scaling"} <= set(det.mapping["tricks"])
+    assert {"constant_warmup", "poly", "sgd", "linear_scaling"} <= set(seg.mapping["tricks"])
     assert det.lr == pytest.approx(0.02) and seg.lr == pytest.approx(0.01)
-    assert det.data["transfer"]["train_sizes"] == list(range(480, 801, 32)) and det.data["data"]["input_size"] == 800
-    assert det.data["transfer"]["ap_metric"] == "voc07" and not det.data["transfer"]["use_difficult"]
-    assert det.data["data"]["train_split"] == "VOC2007/trainval+VOC2012/trainval"
-    assert det.data["data"]["val_split"] == "VOC2007/test"
-    assert seg.data["transfer"]["output_stride"] == 8 and seg.data["transfer"]["crop_size"] == 480
+    assert det.mapping["transfer"]["train_sizes"] == list(range(480, 801, 32)) and det.mapping["data"]["input_size"] == 800
+    assert det.mapping["transfer"]["ap_metric"] == "voc07" and not det.mapping["transfer"]["use_difficult"]
+    assert det.mapping["data"]["train_split"] == "VOC2007/trainval+VOC2012/trainval"
+    assert det.mapping["data"]["val_split"] == "VOC2007/test"
+    assert seg.mapping["transfer"]["output_stride"] == 8 and seg.mapping["transfer"]["crop_size"] == 480
     sources = {}
     for name in TRANSFER:
         r = resolve(name)
         base = det if name.startswith("fasterrcnn") else seg
-        assert ("Table 8" if base is det else "Table 9") in r.data["reference"], name
-        sources.setdefault(base.name, []).append(r.data["backbone"]["source"])
-        same = {k: v for k, v in r.data.items() if k not in ("name", "description", "reference", "lineage", "backbone")}
-        assert same == {k: v for k, v in base.data.items() if k in same}, name  # only the backbone differs
-        assert r.data["backbone"]["model"] == ("resnet50_v1b" if "50b" in name else "resnet50_v1d"), name
+        assert ("Table 8" if base is det else "Table 9") in r.mapping["reference"], name
+        sources.setdefault(base.name, []).append(r.mapping["backbone"]["source"])
+        same = {k: v for k, v in r.mapping.items() if k not in ("name", "description", "reference", "lineage", "backbone")}
+        assert same == {k: v for k, v in base.mapping.items() if k in same}, name  # only the backbone differs
+        assert r.mapping["backbone"]["model"] == ("resnet50_v1b" if "50b" in name else "resnet50_v1d"), name
     ladder = ["resnet50_baseline@1 --set model.name=resnet50_v1b", "resnet50d_cosine@1", "resnet50d_distill@1",
               "resnet50d_efficient@1", "resnet50d_label_smoothing@1", "resnet50d_mixup@1", "resnet50d_all@1"]
     assert sorted(sources["fasterrcnn_resnet50d_voc"]) == sorted(sources["fcn_resnet50d_ade20k"]) == sorted(ladder)
 
 
 def test_classification_recipes_have_no_backbone_and_transfer_keys_are_validated():
-    assert "backbone" not in resolve("resnet50d_all").data and resolve("resnet50d_all").data["transfer"] == {}
+    assert "backbone" not in resolve("resnet50d_all").mapping and resolve("resnet50d_all").mapping["transfer"] == {}
     with pytest.raises(RecipeError, match="only detection and segmentation recipes"):
         resolve("resnet50d_all", ["backbone.model=resnet50_v1d"])
     bad = {"transfer.dataset=coco": "must be voc", "transfer.output_stride=4": "must be 8, 16 or 32",
@@ -375,14 +375,14 @@ def test_detector_and_segmenter_are_torchvision_models_on_the_timm_body():
     from torchvision.models.segmentation.fcn import FCN
 
     det_cfg = resolve("fasterrcnn_resnet50d_voc", ["backbone.model=resnet18_v1d", "backbone.weights=scratch",
-                                                   "data.input_size=64", "transfer.train_sizes=[48,56]"]).data
+                                                   "data.input_size=64", "transfer.train_sizes=[48,56]"]).mapping
     det = build_transfer_model(det_cfg, 21)
     assert isinstance(det, FasterRCNN) and det.roi_heads.box_predictor.cls_score.out_features == 21
     features = det.backbone(torch.zeros(1, 3, 64, 64))
     assert list(features) == ["0", "1", "2", "3", "pool"] and [f.shape[-1] for f in features.values()] == [16, 8, 4, 2, 1]
     assert det.transform.min_size == (48, 56) and det.eval().transform.min_size == (64,)
     seg = build_transfer_model(resolve("fcn_resnet50d_ade20k", ["backbone.model=resnet18_v1d",
-                                                                "backbone.weights=scratch"]).data, 150)
+                                                                "backbone.weights=scratch"]).mapping, 150)
     out = seg.eval()(torch.zeros(1, 3, 40, 48))
     assert isinstance(seg, FCN) and out["out"].shape == (1, 150, 40, 48) and out["aux"].shape == (1, 150, 40, 48)
 

@@ -90,18 +90,17 @@ CIFAR_TEACHER_EPOCHS = 4
 
 def _cifar(recipe: Recipe) -> list[str]:
     """The ``cifar`` preset's overrides for one rung (see :data:`PRESETS`)."""
-    cfg = recipe.data
-    tricks = cfg["tricks"]
+    tricks = recipe.tricks
     out = ["data.input_size=32", "data.eval_crop_pct=1.0", "data.workers=1", "train.log_every=50"]
-    m = _RESNET_TWEAK.match(cfg["model"]["name"])
+    m = _RESNET_TWEAK.match(recipe.model.name)
     if m:
         out.append(f"model.name=resnet{CIFAR_DEPTH}_v1{m.group(2)}")
-    batch = max(1, cfg["train"]["global_batch_size"] // CIFAR_BATCH_DIVISOR)
+    batch = max(1, recipe.train.global_batch_size // CIFAR_BATCH_DIVISOR)
     out.append(f"train.global_batch_size={batch}")
     if "linear_scaling" not in tricks:  # the paper's 0.1 per 256 images; linear_scaling derives it itself
-        out.append(f"train.lr={recipe.lr * batch / cfg['train']['global_batch_size']:g}")
+        out.append(f"train.lr={recipe.lr * batch / recipe.train.global_batch_size:g}")
     scale = CIFAR_EPOCHS_PER_120 / 120
-    epochs = max(1, round(cfg["train"]["epochs"] * scale))
+    epochs = max(1, round(recipe.train.epochs * scale))
     out.append(f"train.epochs={epochs}")
     if "linear_warmup" in tricks:
         out.append(f"tricks.linear_warmup.epochs={(tricks['linear_warmup'] or {}).get('epochs', 5.0) * scale:.4g}")
@@ -173,10 +172,10 @@ def plan_ladder(refs: Sequence[str], preset: Preset, seeds: Sequence[int], extra
     for ref in refs:
         published = resolve(ref)
         sets = [*preset.overrides(published), *extra]
-        if teacher is not None and "distillation" in published.data["tricks"]:
+        if teacher is not None and "distillation" in published.tricks:
             sets.append(f"tricks.distillation.teacher={teacher}")
         rung = Rung(ref=ref, label=RUNG_LABELS.get(published.name, published.name), overrides=sets,
-                    paper=paper_figure(published.data.get("reference", "")))
+                    paper=paper_figure(published.reference))
         rung.recipes = {s: resolve(ref, [*sets, f"train.seed={s}"]) for s in seeds}
         rungs.append(rung)
     names = [r.name for r in rungs]
@@ -334,14 +333,14 @@ def run_ablation(refs: Sequence[str], *, data_dir: str | Path, output: str | Pat
     res = Path(results_dir) if results_dir else out
     seed_list = list(range(seeds))
     published = [resolve(r) for r in refs]
-    needs_teacher = any("distillation" in r.data["tricks"] for r in published)
+    needs_teacher = any("distillation" in r.tricks for r in published)
     started = time.perf_counter()
     teacher_info: dict[str, Any] | None = None
     scanned = not scan
     probe = plan_ladder(refs[:1], p, seed_list[:1], extra)[0].recipes[0]  # for the data splits
-    dataset = probe.data["data"].get("dataset")  # --set data.dataset=SPEC: any source read by index
-    train_images, classes = _count_images(data_dir, probe.data["data"]["train_split"], dataset)
-    val_images, _ = _count_images(data_dir, probe.data["data"]["val_split"], dataset)
+    dataset = probe.data.dataset or None  # --set data.dataset=SPEC: any source read by index
+    train_images, classes = _count_images(data_dir, probe.data.train_split, dataset)
+    val_images, _ = _count_images(data_dir, probe.data.val_split, dataset)
 
     # the teacher: trained once by the preset (or given), before any rung that distils
     if needs_teacher and teacher is None and p.teacher is not None:
@@ -350,8 +349,8 @@ def run_ablation(refs: Sequence[str], *, data_dir: str | Path, output: str | Pat
         t_recipe = resolve(t_ref, t_overrides)
         t_dir = finished_run(out / "teacher", t_recipe.sha256)
         if t_dir is None:
-            tqdm.write(f"ablate: training the distillation teacher first ({t_recipe.data['model']['name']}, "
-                       f"{t_recipe.data['train']['epochs']} epochs of {t_ref}) into {out / 'teacher'}")
+            tqdm.write(f"ablate: training the distillation teacher first ({t_recipe.model.name}, "
+                       f"{t_recipe.train.epochs} epochs of {t_ref}) into {out / 'teacher'}")
             t_dir = train(t_recipe, data_dir=str(data_dir), output=out / "teacher", device=device, progress=progress,
                           scan_data=not scanned, rescan=rescan and not scanned)
             scanned = True
@@ -392,7 +391,7 @@ def run_ablation(refs: Sequence[str], *, data_dir: str | Path, output: str | Pat
             run_dir = finished_run(folder, recipe.sha256)
             if run_dir is None:
                 tqdm.write(f"ablate [{done}/{total}] {rung.label}: {recipe.name}, seed {seed}, "
-                           f"{recipe.data['model']['name']}, {recipe.data['train']['epochs']} epoch(s)")
+                           f"{recipe.model.name}, {recipe.train.epochs} epoch(s)")
                 run_dir = train(recipe, data_dir=str(data_dir), output=folder, device=device, progress=progress,
                                 scan_data=not scanned, rescan=rescan and not scanned)  # every image decodes: checked once, by the first run
                 scanned = True
@@ -414,8 +413,8 @@ def _summarise(rungs: Sequence[Rung], runs: dict[str, list[dict[str, Any]]]) -> 
         recipe = next(iter(rung.recipes.values()))
         stats = rung_stats(runs[rung.name])
         entry = {"recipe": f"{recipe.name}@{recipe.version}", "name": recipe.name, "label": rung.label,
-                 "parent": rung.parent, "model": recipe.data["model"]["name"],
-                 "epochs": recipe.data["train"]["epochs"], "global_batch_size": recipe.data["train"]["global_batch_size"],
+                 "parent": rung.parent, "model": recipe.model.name,
+                 "epochs": recipe.train.epochs, "global_batch_size": recipe.train.global_batch_size,
                  "lr": recipe.lr, "overrides": rung.overrides, "sha256": {str(s): r.sha256 for s, r in rung.recipes.items()},
                  "paper": rung.paper, "stats": stats,
                  "runs": runs[rung.name], "delta": None, "paper_delta": None}

@@ -68,7 +68,7 @@ class Components:
 
 def recipe_pipeline(recipe: Recipe) -> Pipeline:
     """The recipe's tricks composed into the pipeline's parts."""
-    return compose(parts_from_config(recipe.data["tricks"]))
+    return compose(parts_from_config(recipe.tricks))
 
 
 def build_classifier(recipe: Recipe, pipeline: Pipeline, num_classes: int, *, load_weights: bool = True,
@@ -76,17 +76,16 @@ def build_classifier(recipe: Recipe, pipeline: Pipeline, num_classes: int, *, lo
     """The recipe's classifier with its model-transform tricks applied (structure, init, zero-gamma), and, when
     ``model.pretrained`` is a weights spec (fine-tuning) and ``load_weights``, those weights loaded first
     (:func:`.weights.load_pretrained_into`; its record is returned beside the model, else None)."""
-    model_cfg = recipe.data["model"]
-    model = build_model(model_cfg, num_classes)
+    model = build_model(recipe.mapping["model"], num_classes)
     source = None
-    spec = model_cfg.get("pretrained")
+    spec = recipe.model.pretrained
     if isinstance(spec, str):
         reinit = [t.trick for t in pipeline.model_transforms if t.stage in ("init", "zero_gamma")]
         if reinit:
             raise RecipeError(f"tricks.{reinit[0]}: it re-initialises the weights that model.pretrained loads "
                               f"('{spec}'); remove it with --set tricks.{reinit[0]}=null to fine-tune")
         if load_weights:
-            source = load_pretrained_into(model, spec, model_name=model_cfg["name"], trust_pickle=trust_pickle)
+            source = load_pretrained_into(model, spec, model_name=recipe.model.name, trust_pickle=trust_pickle)
     return apply_model_transforms(model, pipeline), source
 
 
@@ -123,10 +122,9 @@ def build_components(recipe: Recipe, *, num_classes: int, device: torch.device, 
         teacher_model = load_teacher(teacher or pipeline.distillation.teacher, num_classes, device,
                                      trust_pickle=trust_pickle)
         teacher_model = prepare_model(teacher_model, _memory_format_only(runtime))
-    train_cfg = recipe.data["train"]
-    optimizer = build_optimizer(source.param_groups(bare, pipeline, train_cfg["weight_decay"]), pipeline, recipe.lr,
-                                train_cfg["weight_decay"])
-    scheduler = build_scheduler(optimizer, pipeline, epochs=train_cfg["epochs"], steps_per_epoch=steps_per_epoch)
+    weight_decay = recipe.train.weight_decay
+    optimizer = build_optimizer(source.param_groups(bare, pipeline, weight_decay), pipeline, recipe.lr, weight_decay)
+    scheduler = build_scheduler(optimizer, pipeline, epochs=recipe.train.epochs, steps_per_epoch=steps_per_epoch)
     return Components(
         recipe=recipe, pipeline=pipeline, model=model, ema=ema, teacher=teacher_model, optimizer=optimizer,
         scheduler=scheduler, scaler=grad_scaler(runtime, device.type), criterion=make_criterion(pipeline, bare),

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from .errors import TimmTricksError
 
-__all__ = ["DistInfo", "init_distributed", "slurm_master_addr", "first_slurm_host", "unwrap_model", "say", "gather", "mean_over_processes", "agree_flags"]
+__all__ = ["DistInfo", "launch_info", "init_distributed", "slurm_master_addr", "first_slurm_host", "unwrap_model", "say", "gather", "mean_over_processes", "agree_flags"]
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,19 @@ def slurm_master_addr(environ: dict[str, str] | None = None) -> tuple[str, str]:
                                                      env.get("SLURM_NODELIST") or "127.0.0.1")
     port = env.get("MASTER_PORT") or str(12000 + int(env.get("SLURM_JOB_ID", "0") or 0) % 20000)
     return addr, port
+
+
+def launch_info() -> tuple[int, int, int]:
+    """``(local_rank, rank, world_size)`` as this process's launcher set them (torchrun's ``LOCAL_RANK``, ``RANK``,
+    ``WORLD_SIZE``; SLURM's ``srun``; MPI), read as timm's ``world_info_from_env`` reads them, before any process
+    group is joined: what a command asks first (one process downloads, the main process prints and pushes).
+    Nothing set, or a value that is not a number, is one process: ``(0, 0, 1)``."""
+    from timm.utils.distributed import world_info_from_env
+
+    try:
+        return world_info_from_env()
+    except ValueError:
+        return 0, 0, 1
 
 
 def init_distributed(device: str | None = None) -> DistInfo:

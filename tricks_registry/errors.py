@@ -17,17 +17,29 @@ class TimmTricksError(Exception):
 
 
 class RecipeError(TimmTricksError, ValueError):
-    """A recipe is wrong. The message names the file, the line and the key, and suggests the fix."""
+    """A recipe is wrong. ``file``, ``line`` and ``key`` say where (each None when not known), ``message`` what is
+    wrong and the fix; ``str()`` puts them together as ``file:line: key: message``."""
 
     def __init__(self, message: str, *, file: str | None = None, line: int | None = None,
                  key: str | None = None):
-        self.file, self.line, self.key = file, line, key
+        super().__init__(message)
+        self.message, self.file, self.line, self.key = message, file, line, key
+
+    @property
+    def where(self) -> str:
+        """``file:line: key: ``, the part of :meth:`__str__` before the message ('' when nothing is known)."""
         where = ""
-        if file:
-            where = f"{file}" + (f":{line}" if line else "") + ": "
-        if key:
-            where += f"{key}: "
-        super().__init__(where + message)
+        if self.file:
+            where = f"{self.file}" + (f":{self.line}" if self.line else "") + ": "
+        if self.key:
+            where += f"{self.key}: "
+        return where
+
+    def __str__(self) -> str:
+        return self.where + self.message
+
+    def __reduce__(self) -> tuple:  # pickled with its fields (a worker's error reaches the parent whole)
+        return self.__class__, (self.message,), self.__dict__
 
 
 class TrickError(TimmTricksError, ValueError):

@@ -1,5 +1,6 @@
 """Files on the ground floor, torch-free and used by every module that writes: atomic writes, hard links of
-identical files, and the exclusive lock a run folder (or a demo teacher's cache folder) is held by.
+identical files, the exclusive lock a run folder (or a demo teacher's cache folder) is held by, and YAML read
+with the line of every key.
 
 - :func:`atomic_write_bytes` writes a temporary file in the target's folder, flushes it to disk and renames it
   over the target, so a crash or a kill leaves the old file or the new one, never half of one. The new file gets
@@ -10,6 +11,8 @@ identical files, and the exclusive lock a run folder (or a demo teacher's cache 
 - :class:`ExclusiveLock` is an ``fcntl`` lock on a file: it is released by the kernel when the holding process
   ends, however it ends (``kill -9`` included), so a lock left by a dead process never blocks the next one. The
   holder writes ``host pid`` into the file, so the one refused can say who holds it.
+- :func:`load_yaml_with_lines` safe-loads YAML and maps every key path to its line, so that an error about a
+  recipe (or a timm ``args.yaml``) names the line; PyYAML is imported when it is first called.
 """
 from __future__ import annotations
 
@@ -18,10 +21,10 @@ import os
 import socket
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 __all__ = ["process_umask", "file_mode", "atomic_write_bytes", "atomic_write_text", "link_or_copy", "ExclusiveLock",
-           "LockHeld", "lock_holder"]
+           "LockHeld", "lock_holder", "YamlProblem", "load_yaml_with_lines"]
 
 
 def process_umask() -> int:
@@ -193,3 +196,47 @@ def _close_held_locks_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_close_held_locks_in_child)
+
+
+class YamlProblem(ValueError):
+    """:func:`load_yaml_with_lines` could not read the text. ``line`` is the 1-based line (None when unknown);
+    ``error`` is PyYAML's error (None for a key given twice, whose path is ``key``); ``tag`` is True when a YAML
+    tag (``!!python/...``) was refused, which safe loading never constructs."""
+
+    def __init__(self, message: str, *, line: int | None = None, key: str | None = None,
+                 error: Exception | None = None, tag: bool = False) -> None:
+        super().__init__(message)
+        self.line, self.key, self.error, self.tag = line, key, error, tag
+
+
+def load_yaml_with_lines(text: str, *, unique_keys: bool = True) -> tuple[Any, dict[tuple[str, ...], int]]:
+    """Safe-load ``text``: the data and the 1-based line of every key path (``("train", "epochs") -> 12``).
+
+    With ``unique_keys`` a key given twice in one mapping is a :class:`YamlProblem` (YAML itself silently keeps
+    the last one); without it the later key's line is kept, as its value is. Text that is not YAML, or holds a
+    tag, is a :class:`YamlProblem` naming the line."""
+    import yaml
+
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        raise YamlProblem(str(err), line=mark.line + 1 if mark else None, error=err,
+                          tag=isinstance(err, yaml.constructor.ConstructorError)) from None
+    lines: dict[tuple[str, ...], int] = {}
+
+    def walk(n: Any, path: tuple[str, ...]) -> None:
+        if isinstance(n, yaml.MappingNode):
+            seen: set[str] = set()
+            for k, v in n.value:
+                key = str(k.value)
+                if unique_keys and key in seen:
+                    raise YamlProblem("key given twice", line=k.start_mark.line + 1, key=".".join(path + (key,)))
+                seen.add(key)
+                lines[path + (key,)] = k.start_mark.line + 1
+                walk(v, path + (key,))
+
+    if node is not None:
+        walk(node, ())
+    return data, lines

@@ -81,7 +81,7 @@ def fit(task: Task, components: Components, run: RunFolder, data: LoopData, env:
     ``log_every`` steps, every metrics row and the curves). Returns the number of fp16 steps the grad scaler
     skipped."""
     c, recipe = components, components.recipe
-    train_cfg = recipe.data["train"]
+    train_cfg = recipe.mapping["train"]
     dev, epochs, steps_per_epoch, accumulation = env.device, train_cfg["epochs"], data.steps_per_epoch, data.accumulation
     model = c.model
     if env.distributed:
@@ -161,7 +161,7 @@ def fit(task: Task, components: Components, run: RunFolder, data: LoopData, env:
 
     loggers = RunLoggers(log, run.path, run_name=run.path.name, enabled=env.is_main, resume=resume,
                          start_step=num_updates + 1 if resume else None)
-    loggers.log_config(recipe.name, recipe.version, recipe.sha256, recipe.data,
+    loggers.log_config(recipe.name, recipe.version, recipe.sha256, recipe.mapping,
                        extra={"world_size": env.world_size, **(dataclasses.asdict(data.plan) if data.plan else {})})
 
     # ---- epochs: train, evaluate, save
@@ -464,7 +464,7 @@ def plot_run(run: RunFolder, recipe: Recipe, task: Task, components: Components,
     if not run.file(LR_SCHEDULE_FILE).is_file():
         pipeline = components.pipeline
         lrs = lr_sequence(schedule_part(pipeline), base_lr=components.lr, warmup=pipeline.warmup,
-                          total_steps=recipe.data["train"]["epochs"] * steps_per_epoch, steps_per_epoch=steps_per_epoch)
+                          total_steps=recipe.mapping["train"]["epochs"] * steps_per_epoch, steps_per_epoch=steps_per_epoch)
         fig, ax = plt.subplots(figsize=(6, 3.5))
         ax.plot(np.arange(len(lrs)) / steps_per_epoch, lrs)
         ax.set(xlabel="epoch", ylabel="learning rate", title=f"LR schedule: {recipe.name}@{recipe.version}")

@@ -136,16 +136,15 @@ def lr_range_test(recipe: Recipe, train_set, *, steps: int = 100, start_lr: floa
     """Run the range test over ``train_set`` (its ``.classes`` give the class count) with the recipe's tricks
     (its distillation left out: the test measures the student's own loss)."""
     lr_at = lr_ramp(mode, start_lr, end_lr, steps)
-    cfg = recipe.data
-    seed = cfg["train"]["seed"]  # every RNG the model, the shuffle and the augmentation draw from: the same curve
+    seed = recipe.train.seed  # every RNG the model, the shuffle and the augmentation draw from: the same curve
     random.seed(seed), np.random.seed(seed), torch.manual_seed(seed)  # for the same recipe and data, every time
     pipeline = dataclasses.replace(recipe_pipeline(recipe), distillation=None)
     train_set.transform = train_transform(recipe, pipeline)
     dev = torch.device(device)
     c = build_components(recipe, num_classes=len(train_set.classes), device=dev, steps_per_epoch=1, pipeline=pipeline)
     model, optimizer = c.model, c.optimizer
-    loader = DataLoader(train_set, batch_size=batch_size or min(cfg["train"]["global_batch_size"], 64),
-                        shuffle=True, drop_last=True, num_workers=cfg["data"]["workers"])
+    loader = DataLoader(train_set, batch_size=batch_size or min(recipe.train.global_batch_size, 64),
+                        shuffle=True, drop_last=True, num_workers=recipe.data.workers)
     batches = iter(())
 
     def step(lr: float) -> float:

@@ -89,13 +89,14 @@ def check_model_name(name: str) -> None:
     if name.startswith(TORCHVISION_PREFIX):
         tv_name = name[len(TORCHVISION_PREFIX):]
         if tv_name not in torchvision.models.list_models(module=torchvision.models):
-            raise RecipeError(f"model.name: torchvision has no classification model '{tv_name}'")
+            raise RecipeError(f"torchvision has no classification model '{tv_name}'", key="model.name")
         return
     arch = get_arch_name(name)
     if not timm.is_model(arch):
         close = difflib.get_close_matches(arch, timm.list_models(), n=4, cutoff=0.6)
-        raise RecipeError(f"model.name: timm has no model '{name}'" + (f" (did you mean {', '.join(close)}?)" if close
-                                                                      else "; `timm.list_models('*resnet*')` lists them"))
+        raise RecipeError(f"timm has no model '{name}'" + (f" (did you mean {', '.join(close)}?)" if close
+                                                           else "; `timm.list_models('*resnet*')` lists them"),
+                          key="model.name")
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -19,6 +19,12 @@ from the number of processes, see :func:`per_device_batch`). The resolved recipe
 canonical JSON is its identity: the same version resolves to the same hash forever, which
 ``recipes/recipes.lock`` records and a test checks.
 
+The schema is :class:`Recipe` itself: one frozen dataclass per section (:class:`ModelSection`,
+:class:`DataSection`, :class:`TrainSection`, :class:`BackboneSection`, :class:`TransferSection`), each key's types,
+default and range written beside it (:func:`setting`) and checked in one place; code reads the resolved recipe as
+``recipe.train.epochs``, and :attr:`Recipe.mapping` is the resolved mapping that is written and hashed.
+:func:`resolve` takes a published name, a file, or a mapping (what a file would hold).
+
 This module reads YAML and nothing else: no torch, no files written.
 """
 from __future__ import annotations
@@ -29,16 +35,20 @@ import difflib
 import re
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import yaml
 
 from .errors import RecipeError
+from .fsutil import YamlProblem, load_yaml_with_lines
+from .kinds import DATASET_KINDS, TASKS
 from .run_files import plain, recipe_hash  # the hash a run folder records beside its recipe
 
 __all__ = [
-    "RecipeError", "Recipe", "SCHEMA", "recipe_dir", "list_recipes", "find_recipe_file", "load_file",
-    "resolve", "parse_override", "apply_overrides", "per_device_batch", "BatchPlan", "batch_plan", "recipe_hash", "lock_entries", "plain",
+    "RecipeError", "Recipe", "ModelSection", "DataSection", "TrainSection", "BackboneSection", "TransferSection",
+    "Derived", "Setting", "setting", "section", "schema_fields", "REQUIRED", "SCHEMA", "INTERPOLATIONS", "recipe_dir",
+    "list_recipes", "find_recipe_file", "load_file", "resolve", "parse_override", "apply_overrides",
+    "per_device_batch", "BatchPlan", "batch_plan", "recipe_hash", "lock_entries", "plain",
 ]
 
 LOCK_FILE = "recipes.lock"
@@ -47,141 +57,213 @@ _FILE_RE = re.compile(r"^(?P<name>[A-Za-z0-9_\-]+)\.v(?P<version>[0-9]+)\.ya?ml$
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Schema: section -> key -> (types, default). A default of REQUIRED must be given by the recipe chain.
-REQUIRED = object()
+# The schema: one frozen dataclass per section, each key's types, default and range written beside it.
+REQUIRED: Any = object()  # the default of a key that the recipe chain must give
 _NUM = (int, float)
-SCHEMA: dict[str, Any] = {
-    "name": (str, REQUIRED),
-    "version": (int, REQUIRED),
-    "extends": (str, None),
-    "description": (str, ""),
-    "reference": (str, ""),
-    "task": (str, "classification"),
-    "model": {
-        "name": (str, REQUIRED),          # a timm name (our model_tweaks included) or "torchvision:<name>"
-        "kwargs": (dict, {}),             # passed to timm.create_model / torchvision.models.get_model
-        "pretrained": ((bool, str), False),  # true: timm's default weights; or a weights spec to fine-tune from
-    },
-    "data": {
-        "train_split": (str, "train"),
-        "val_split": (str, "val"),
-        "input_size": (int, 224),
-        "eval_crop_pct": (float, 0.875),  # resize 256 / center crop 224 (section 2.1)
-        "interpolation": (str, "bilinear"),
-        "mean": (list, [0.485, 0.456, 0.406]),
-        "std": (list, [0.229, 0.224, 0.225]),
-        "workers": (int, 4),
-        "subset_per_class": (int, 0),     # 0 = all images; N = the first N of each class (sorted)
-        "dataset": (str, ""),             # timm's --dataset: '' / folder (ImageFolder or .tar splits), torch/NAME,
-                                          # hfds/NAME, hfids/NAME, wds/NAME; see _LEFT_OUT_WHEN_DEFAULT
-    },
-    "train": {
-        "epochs": (int, REQUIRED),
-        "global_batch_size": (int, REQUIRED),  # the paper's batch: summed over every process
-        "lr": (_NUM, None),               # None: derived by the linear_scaling trick
-        "weight_decay": (_NUM, 1e-4),
-        "seed": (int, 0),
-        "grad_clip": (_NUM, None),
-        "log_every": (int, 20),
-        "keep_checkpoints": (int, 2),
-    },
-    "tricks": (dict, {}),
-    "demo": (dict, {}),                   # overrides applied by --demo (scaled-down run on embedded data)
-    # -- transfer recipes only (task detection / segmentation, paper section 6); see _TRANSFER_ONLY
-    "backbone": {
-        "model": (str, REQUIRED),         # a timm name (our model_tweaks variants included), e.g. resnet50_v1d
-        "weights": (str, None),           # a tricks-train run folder, ARCH@file.safetensors, a timm tag, hf-hub:...,
-                                          # or "scratch"; None stops the run and says how to give one
-        "source": (str, ""),              # the classification recipe whose run gives these weights (a table row)
-        "trainable_stages": (int, 3),     # stages trained, counted from the top, as torchvision's trainable_layers
-        "frozen_bn": (bool, True),        # BatchNorm -> FrozenBatchNorm2d (running statistics and affine fixed)
-        "kwargs": (dict, {}),             # passed to timm.create_model(features_only=True, ...)
-    },
-    "transfer": {
-        "dataset": (str, REQUIRED),       # voc (detection) | ade20k (segmentation); splits are data.*_split
-        "train_sizes": (list, [480, 512, 544, 576, 608, 640, 672, 704, 736, 768, 800]),  # det: short sides
-        "max_size": (int, 1333),          # det: longest side cap (train and test)
-        "use_difficult": (bool, False),   # det: train on VOC 'difficult' objects too (evaluation ignores them)
-        "ap_metric": (str, "voc07"),      # det: voc07 (11-point, the paper's Table 8) | area (VOC2010+)
-        "crop_size": (int, 480),          # seg: training crop
-        "scale_range": (list, [0.5, 2.0]),  # seg: random rescale of the short side, relative to data.input_size
-        "output_stride": (int, 8),        # seg: 8 = stages 3 and 4 dilated (FCN as in the paper)
-        "aux_weight": (float, 0.5),       # seg: weight of the auxiliary FCN head on stage 3 (0 = none)
-        "head_lr_mult": (float, 1.0),     # LR multiplier of the new (non-backbone) layers
-        "eval_every": (int, 1),           # evaluate every N epochs (and after the last)
-    },
-}
 
-# Sections only transfer recipes have. A classification recipe resolves them as it did before they existed
-# (``transfer: {}``, no ``backbone``), so every published classification hash stays the same.
-_TRANSFER_ONLY: dict[str, Any] = {"backbone": None, "transfer": {}}
 
-# Keys added after recipes were published: at their default (or an equivalent) they are left out of the resolved
-# recipe, so every published hash stays the same.
-_LEFT_OUT_WHEN_DEFAULT: dict[tuple[str, str], tuple[Any, ...]] = {("data", "dataset"): ("", "folder", None)}
-_DATASET_KINDS = ("torch", "hfds", "hfids", "wds")  # tricks_registry.data.DATASET_KINDS, less the default
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """What one recipe key accepts: ``types`` (``float`` takes integers too and makes them floats), its
+    ``default`` (:data:`REQUIRED`: the recipe or one it extends must give it), a range ``check`` and the
+    ``message`` an error says when it fails, and the values ``left_out`` of the resolved recipe (keys added after
+    recipes were published: at their default they are not written, so every published hash stays the same)."""
 
-_INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "box", "hamming", "lanczos", "random")
-_RANGES: dict[tuple[str, str], tuple[Any, str]] = {
-    ("train", "epochs"): (lambda v: v >= 1, "must be at least 1"),
-    ("train", "global_batch_size"): (lambda v: v >= 1, "must be at least 1"),
-    ("train", "lr"): (lambda v: v is None or v > 0, "must be positive"),
-    ("train", "weight_decay"): (lambda v: v >= 0, "must be >= 0"),
-    ("train", "keep_checkpoints"): (lambda v: v >= 1, "must be at least 1"),
-    ("data", "input_size"): (lambda v: v >= 8, "must be at least 8 pixels"),
-    ("data", "eval_crop_pct"): (lambda v: 0 < v <= 1, "must be in (0, 1]"),
-    ("data", "workers"): (lambda v: v >= 0, "must be >= 0"),
-    ("data", "mean"): (lambda v: len(v) == 3 and all(_type_ok(x, _NUM) for x in v),
-                       "must be 3 numbers (R, G, B), e.g. [0.485, 0.456, 0.406]"),
-    ("data", "std"): (lambda v: len(v) == 3 and all(_type_ok(x, _NUM) and x > 0 for x in v),
-                      "must be 3 positive numbers (R, G, B), e.g. [0.229, 0.224, 0.225]"),
-    ("data", "interpolation"): (lambda v: v in _INTERPOLATIONS, "must be one of bilinear, bicubic, nearest, "
-                                "box, hamming, lanczos, random"),
-    ("data", "dataset"): (lambda v: v.partition("/")[0].lower() in _DATASET_KINDS and bool(v.partition("/")[2]),
-                          "must be folder (or empty: ImageFolder or .tar splits under --data-dir), torch/NAME, "
-                          "hfds/NAME, hfids/NAME or wds/NAME (timm's --dataset)"),
-    ("version",): (lambda v: v >= 1, "must be at least 1"),
-    ("task",): (lambda v: v in ("classification", "detection", "segmentation"),
-                "must be classification, detection or segmentation"),
-    ("backbone", "trainable_stages"): (lambda v: 0 <= v <= 5, "must be in 0..5 (5 trains the whole backbone)"),
-    ("transfer", "dataset"): (lambda v: v in ("voc", "ade20k"), "must be voc (detection) or ade20k (segmentation)"),
-    ("transfer", "train_sizes"): (lambda v: len(v) > 0 and all(type(s) is int and s >= 8 for s in v),
-                                  "must be a non-empty list of short sides in pixels (integers >= 8)"),
-    ("transfer", "max_size"): (lambda v: v >= 8, "must be at least 8 pixels"),
-    ("transfer", "ap_metric"): (lambda v: v in ("voc07", "area"), "must be voc07 (11-point) or area"),
-    ("transfer", "crop_size"): (lambda v: v >= 8, "must be at least 8 pixels"),
-    ("transfer", "scale_range"): (lambda v: len(v) == 2 and all(type(s) in (int, float) for s in v)
-                                  and 0 < v[0] <= v[1], "must be [low, high] with 0 < low <= high"),
-    ("transfer", "output_stride"): (lambda v: v in (8, 16, 32), "must be 8, 16 or 32"),
-    ("transfer", "aux_weight"): (lambda v: v >= 0, "must be >= 0"),
-    ("transfer", "head_lr_mult"): (lambda v: v > 0, "must be > 0"),
-    ("transfer", "eval_every"): (lambda v: v >= 1, "must be at least 1"),
-}
+    types: Any
+    default: Any = REQUIRED
+    check: Callable[[Any], bool] | None = None
+    message: str = ""
+    left_out: tuple[Any, ...] = ()
+
+
+def setting(types: Any, default: Any = REQUIRED, check: Callable[[Any], bool] | None = None, message: str = "", *,
+            left_out: tuple[Any, ...] = ()) -> Any:
+    """A dataclass field that is a recipe key (see :class:`Setting`); its dataclass default is the key's default
+    (None for a required key: a typed section is made only from a validated recipe)."""
+    spec = Setting(types, default, check, message, left_out)
+    if isinstance(default, (dict, list)):
+        return dataclasses.field(default_factory=lambda: copy.deepcopy(default), metadata={"setting": spec})
+    return dataclasses.field(default=None if default is REQUIRED else default, metadata={"setting": spec})
+
+
+def section(cls: type, *, transfer_only: bool = False, in_classification: Any = None) -> Any:
+    """A dataclass field that is a section of the recipe, typed by ``cls``. A ``transfer_only`` section is one that
+    only detection and segmentation recipes have: a classification recipe resolves it as it did before it existed,
+    to ``in_classification`` (None: left out), so every published classification hash stays the same."""
+    return dataclasses.field(default=None, metadata={"section": cls, "transfer_only": transfer_only,
+                                                     "in_classification": in_classification})
+
+
+def _at_least(n: int) -> Callable[[Any], bool]:
+    return lambda v: v >= n
+
+
+def _three_numbers(v: Any, positive: bool = False) -> bool:
+    return len(v) == 3 and all(_type_ok(x, _NUM) and (x > 0 or not positive) for x in v)
+
+
+def _dataset_spec_ok(v: str) -> bool:
+    kind, _, name = v.partition("/")
+    return kind.lower() in DATASET_KINDS[1:] and bool(name)
+
+
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "box", "hamming", "lanczos", "random")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSection:
+    """``model``: what is trained."""
+
+    name: str = setting(str)  # a timm name (our model_tweaks included) or "torchvision:<name>"
+    kwargs: dict = setting(dict, {})  # passed to timm.create_model / torchvision.models.get_model
+    pretrained: bool | str = setting((bool, str), False)  # true: timm's default weights; or a weights spec
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSection:
+    """``data``: the splits, the input resolution and the evaluation crop (section 2.1), normalisation, loading."""
+
+    train_split: str = setting(str, "train")
+    val_split: str = setting(str, "val")
+    input_size: int = setting(int, 224, _at_least(8), "must be at least 8 pixels")
+    eval_crop_pct: float = setting(float, 0.875, lambda v: 0 < v <= 1, "must be in (0, 1]")  # resize 256 / crop 224
+    interpolation: str = setting(str, "bilinear", lambda v: v in INTERPOLATIONS,
+                                 "must be one of bilinear, bicubic, nearest, box, hamming, lanczos, random")
+    mean: list = setting(list, [0.485, 0.456, 0.406], _three_numbers,
+                         "must be 3 numbers (R, G, B), e.g. [0.485, 0.456, 0.406]")
+    std: list = setting(list, [0.229, 0.224, 0.225], lambda v: _three_numbers(v, positive=True),
+                        "must be 3 positive numbers (R, G, B), e.g. [0.229, 0.224, 0.225]")
+    workers: int = setting(int, 4, _at_least(0), "must be >= 0")
+    subset_per_class: int = setting(int, 0)  # 0 = all images; N = the first N of each class (sorted)
+    # timm's --dataset: '' / folder (ImageFolder or .tar splits), torch/NAME, hfds/NAME, hfids/NAME, wds/NAME
+    dataset: str = setting(str, "", _dataset_spec_ok,
+                           "must be folder (or empty: ImageFolder or .tar splits under --data-dir), torch/NAME, "
+                           "hfds/NAME, hfids/NAME or wds/NAME (timm's --dataset)", left_out=("", "folder", None))
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSection:
+    """``train``: the epochs, the global batch, the LR and weight decay, the seed, logging and checkpoints."""
+
+    epochs: int = setting(int, REQUIRED, _at_least(1), "must be at least 1")
+    global_batch_size: int = setting(int, REQUIRED, _at_least(1), "must be at least 1")  # summed over processes
+    lr: float | None = setting(_NUM, None, lambda v: v > 0, "must be positive")  # None: the linear_scaling trick
+    weight_decay: float = setting(_NUM, 1e-4, lambda v: v >= 0, "must be >= 0")
+    seed: int = setting(int, 0)
+    grad_clip: float | None = setting(_NUM, None)
+    log_every: int = setting(int, 20)
+    keep_checkpoints: int = setting(int, 2, _at_least(1), "must be at least 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class BackboneSection:
+    """``backbone`` (detection and segmentation recipes, section 6): the timm classifier under the new head."""
+
+    model: str = setting(str)  # a timm name (our model_tweaks variants included), e.g. resnet50_v1d
+    # a tricks-train run folder, ARCH@file.safetensors, a timm tag, hf-hub:..., or "scratch"; None stops the run
+    # and says how to give one
+    weights: str | None = setting(str, None)
+    source: str = setting(str, "")  # the classification recipe whose run gives these weights (a table row)
+    trainable_stages: int = setting(int, 3, lambda v: 0 <= v <= 5,  # counted from the top (torchvision's)
+                                    "must be in 0..5 (5 trains the whole backbone)")
+    frozen_bn: bool = setting(bool, True)  # BatchNorm -> FrozenBatchNorm2d (running statistics and affine fixed)
+    kwargs: dict = setting(dict, {})  # passed to timm.create_model(features_only=True, ...)
+
+
+@dataclasses.dataclass(frozen=True)
+class TransferSection:
+    """``transfer`` (detection and segmentation recipes, section 6): the data set and the task's settings."""
+
+    dataset: str = setting(str, REQUIRED, lambda v: v in ("voc", "ade20k"),
+                           "must be voc (detection) or ade20k (segmentation)")  # the splits are data.*_split
+    train_sizes: list = setting(list, [480, 512, 544, 576, 608, 640, 672, 704, 736, 768, 800],  # det: short sides
+                                lambda v: len(v) > 0 and all(type(s) is int and s >= 8 for s in v),
+                                "must be a non-empty list of short sides in pixels (integers >= 8)")
+    max_size: int = setting(int, 1333, _at_least(8), "must be at least 8 pixels")  # det: longest side cap
+    use_difficult: bool = setting(bool, False)  # det: train on VOC 'difficult' objects too (evaluation ignores them)
+    ap_metric: str = setting(str, "voc07", lambda v: v in ("voc07", "area"),  # det: voc07 is the paper's Table 8
+                             "must be voc07 (11-point) or area")
+    crop_size: int = setting(int, 480, _at_least(8), "must be at least 8 pixels")  # seg: training crop
+    scale_range: list = setting(list, [0.5, 2.0],  # seg: random rescale of the short side, relative to input_size
+                                lambda v: len(v) == 2 and all(type(s) in (int, float) for s in v) and 0 < v[0] <= v[1],
+                                "must be [low, high] with 0 < low <= high")
+    output_stride: int = setting(int, 8, lambda v: v in (8, 16, 32), "must be 8, 16 or 32")  # seg: 8 = FCN's
+    aux_weight: float = setting(float, 0.5, lambda v: v >= 0, "must be >= 0")  # seg: the auxiliary head (0 = none)
+    head_lr_mult: float = setting(float, 1.0, lambda v: v > 0, "must be > 0")  # LR multiplier of the new layers
+    eval_every: int = setting(int, 1, _at_least(1), "must be at least 1")  # evaluate every N epochs (and the last)
+
+
+@dataclasses.dataclass(frozen=True)
+class Derived:
+    """``derived``: what resolution computes: the LR (``train.lr``, or the ``linear_scaling`` trick's, section 3.1)."""
+
+    lr: float
 
 
 @dataclasses.dataclass(frozen=True)
 class Recipe:
-    """A resolved recipe: plain data, its hash, and where it came from."""
+    """A resolved recipe: its typed sections (``recipe.train.epochs``), the resolved mapping they are read from
+    (:attr:`mapping`, what :meth:`to_yaml` writes and :attr:`sha256` hashes), and where it came from.
 
-    data: Mapping[str, Any]
-    sha256: str
-    source: str
-    lineage: tuple[str, ...]
+    The fields up to ``transfer`` are the recipe's keys, in the order the resolved recipe writes them; ``backbone``
+    and ``transfer`` are None for a classification recipe. Make one with :func:`resolve`, or from a resolved
+    mapping (a run folder's ``recipe.yaml``) with :meth:`from_mapping`."""
 
-    @property
-    def name(self) -> str:
-        return self.data["name"]
+    name: str = setting(str)
+    version: int = setting(int, REQUIRED, _at_least(1), "must be at least 1")
+    extends: str | None = setting(str, None)
+    description: str = setting(str, "")
+    reference: str = setting(str, "")
+    task: str = setting(str, "classification", lambda v: v in TASKS, "must be classification, detection or segmentation")
+    model: ModelSection = section(ModelSection)
+    data: DataSection = section(DataSection)
+    train: TrainSection = section(TrainSection)
+    tricks: dict = setting(dict, {})
+    demo: dict = setting(dict, {})  # overrides applied by --demo (scaled-down run on embedded data)
+    backbone: BackboneSection | None = section(BackboneSection, transfer_only=True, in_classification=None)
+    transfer: TransferSection | None = section(TransferSection, transfer_only=True, in_classification={})
+    # what resolution adds
+    derived: Derived | None = None
+    demo_run: bool = False
+    lineage: tuple[str, ...] = ()
+    sha256: str = ""
+    source: str = ""
+    mapping: Mapping[str, Any] = dataclasses.field(default_factory=dict, repr=False)
 
-    @property
-    def version(self) -> int:
-        return self.data["version"]
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], *, sha256: str | None = None, source: str = "",
+                     lineage: Iterable[str] | None = None) -> "Recipe":
+        """The typed recipe of a mapping resolved before (not validated again; keys it lacks take their
+        defaults); ``sha256`` defaults to the mapping's hash, ``lineage`` to its ``lineage``."""
+        values: dict[str, Any] = {}
+        for f in schema_fields():
+            if f.name not in data:
+                continue
+            value = data[f.name]
+            kind = f.metadata.get("section")
+            if kind is not None:
+                known = {s.name for s in dataclasses.fields(kind)}
+                values[f.name] = kind(**{k: copy.deepcopy(v) for k, v in value.items() if k in known}) \
+                    if isinstance(value, Mapping) and value else None
+            else:
+                values[f.name] = copy.deepcopy(value)
+        derived = data.get("derived")
+        return cls(**values, derived=Derived(lr=derived.get("lr")) if isinstance(derived, Mapping) else None,
+                   demo_run=bool(data.get("demo_run", False)),
+                   lineage=tuple(str(x) for x in (data.get("lineage") or () if lineage is None else lineage)),
+                   sha256=sha256 or recipe_hash(data), source=source, mapping=data)
 
     @property
     def lr(self) -> float:
-        return self.data["derived"]["lr"]
+        return self.mapping["derived"]["lr"]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The resolved recipe as plain data (a copy of :attr:`mapping`)."""
+        return plain(self.mapping)
 
     def get(self, path: str) -> Any:
-        node: Any = self.data
+        """The resolved value at a dotted key path, e.g. ``recipe.get("train.epochs")``."""
+        node: Any = self.mapping
         for part in path.split("."):
             node = node[part]
         return node
@@ -189,42 +271,40 @@ class Recipe:
     def to_yaml(self) -> str:
         header = (f"# resolved recipe {self.name}@{self.version}  sha256={self.sha256}\n"
                   f"# lineage: {' <- '.join(self.lineage)}\n")
-        return header + yaml.safe_dump(plain(self.data), sort_keys=False, default_flow_style=None)
+        return header + yaml.safe_dump(plain(self.mapping), sort_keys=False, default_flow_style=None)
+
+
+def schema_fields() -> tuple[dataclasses.Field, ...]:
+    """The fields of :class:`Recipe` that are recipe keys (a :func:`setting` or a :func:`section`), in order."""
+    return tuple(f for f in dataclasses.fields(Recipe) if "setting" in f.metadata or "section" in f.metadata)
+
+
+def _settings(cls: type) -> dict[str, Setting]:
+    return {f.name: f.metadata["setting"] for f in dataclasses.fields(cls)}
+
+
+#: the schema as a table, read from the dataclasses: key -> (types, default), section -> key -> (types, default)
+SCHEMA: dict[str, Any] = {
+    f.name: ({k: (s.types, s.default) for k, s in _settings(f.metadata["section"]).items()} if "section" in f.metadata
+             else (f.metadata["setting"].types, f.metadata["setting"].default))
+    for f in schema_fields()}
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Loading with line numbers
 def _load_with_lines(text: str, file: str) -> tuple[Any, dict[tuple[str, ...], int]]:
-    """Safe-load ``text`` and map every key path to its line; a key given twice is an error (YAML would
-    silently keep the last one)."""
+    """Safe-load ``text`` and map every key path to its line (:func:`~.fsutil.load_yaml_with_lines`); a key given
+    twice is an error (YAML would silently keep the last one)."""
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.constructor.ConstructorError as err:
-        line = err.problem_mark.line + 1 if err.problem_mark else None
-        raise RecipeError(f"YAML tag not allowed ({err.problem}); recipes hold plain data only",
-                          file=file, line=line) from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        raise RecipeError(f"not valid YAML: {getattr(err, 'problem', err)}", file=file,
-                          line=mark.line + 1 if mark else None) from None
-    lines: dict[tuple[str, ...], int] = {}
-
-    def walk(n: Any, path: tuple[str, ...]) -> None:
-        if isinstance(n, yaml.MappingNode):
-            seen: set[str] = set()
-            for k, v in n.value:
-                key = str(k.value)
-                if key in seen:
-                    raise RecipeError("key given twice", file=file, line=k.start_mark.line + 1,
-                                      key=".".join(path + (key,)))
-                seen.add(key)
-                lines[path + (key,)] = k.start_mark.line + 1
-                walk(v, path + (key,))
-
-    if node is not None:
-        walk(node, ())
-    return data, lines
+        return load_yaml_with_lines(text)
+    except YamlProblem as problem:
+        if problem.error is None:
+            raise RecipeError(str(problem), file=file, line=problem.line, key=problem.key) from None
+        if problem.tag:
+            raise RecipeError(f"YAML tag not allowed ({problem.error.problem}); recipes hold plain data only",
+                              file=file, line=problem.line) from None
+        raise RecipeError(f"not valid YAML: {getattr(problem.error, 'problem', problem.error)}", file=file,
+                          line=problem.line) from None
 
 
 def recipe_dir() -> Path:
@@ -303,12 +383,11 @@ def _merge(base: dict[str, Any], child: Mapping[str, Any], *, tricks_level: bool
     return out
 
 
-def _chain(path: Path, seen: tuple[tuple[str, str], ...] = ()) -> list[_Loaded]:
-    """The files of an ``extends`` chain, root first. A cycle is a file met twice (a local file may take the
-    name of the published recipe it extends: that is no cycle)."""
-    loaded = load_file(path)
+def _chain(loaded: _Loaded, folder: Path, where: str, seen: tuple[tuple[str, str], ...] = ()) -> list[_Loaded]:
+    """The recipes of an ``extends`` chain, root first, from ``loaded`` (read from ``where``; a file's
+    ``extends: other.yaml`` is found in ``folder``). A cycle is a file met twice (a local file may take the name
+    of the published recipe it extends: that is no cycle)."""
     ident = f"{loaded.data.get('name')}@{loaded.data.get('version')}"
-    where = str(Path(path).resolve())
     if any(where == p for _, p in seen):
         raise RecipeError(f"'extends' makes a cycle: {' -> '.join([i for i, _ in seen] + [ident])}",
                           file=loaded.file, line=loaded.lines.get(("extends",)), key="extends")
@@ -319,13 +398,14 @@ def _chain(path: Path, seen: tuple[tuple[str, str], ...] = ()) -> list[_Loaded]:
         raise RecipeError("must be a recipe name such as 'resnet50_efficient@1'", file=loaded.file,
                           line=loaded.lines.get(("extends",)), key="extends")
     try:
-        parent_path = (path.parent / parent) if parent.endswith((".yaml", ".yml")) else find_recipe_file(parent)
+        parent_path = (folder / parent) if parent.endswith((".yaml", ".yml")) else find_recipe_file(parent)
         if not parent_path.is_file():
             raise RecipeError(f"no such recipe file '{parent_path}'")
     except RecipeError as err:
         raise RecipeError(f"broken chain: {err}", file=loaded.file, line=loaded.lines.get(("extends",)),
                           key="extends") from None
-    return _chain(parent_path, seen + ((ident, where),)) + [loaded]
+    return _chain(load_file(parent_path), parent_path.parent, str(parent_path.resolve()),
+                  seen + ((ident, where),)) + [loaded]
 
 
 def parse_override(text: str) -> tuple[tuple[str, ...], Any]:
@@ -379,69 +459,77 @@ def _type_ok(value: Any, types: Any) -> bool:
 
 
 def _validate(data: dict[str, Any], where: _Loaded, lines_of: dict[tuple[str, ...], tuple[str, int]]) -> dict:
+    """The merged recipe checked against :class:`Recipe`'s fields and their sections' (types, defaults, ranges),
+    with the defaults filled in: the resolved mapping, less ``lineage`` and ``derived``."""
     def err(msg: str, path: tuple[str, ...]) -> RecipeError:
         # the file and line that set this key, or the nearest section above it (a --set names itself)
         file, line = next((lines_of[path[:n]] for n in range(len(path), 0, -1) if path[:n] in lines_of),
                           (where.file, None))
         return RecipeError(msg, file=file, line=line, key=".".join(path))
 
-    out: dict[str, Any] = {}
+    fields = schema_fields()
+    names = [f.name for f in fields]
     for key in data:
-        if key not in SCHEMA:
-            close = difflib.get_close_matches(key, list(SCHEMA), n=3, cutoff=0.5)
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=3, cutoff=0.5)
             hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
-            raise err(f"unknown key{hint}; a recipe has {', '.join(SCHEMA)}", (key,))
-    for key, spec in SCHEMA.items():
-        if key in _TRANSFER_ONLY and data.get("task", "classification") == "classification":
+            raise err(f"unknown key{hint}; a recipe has {', '.join(names)}", (key,))
+    out: dict[str, Any] = {}
+    for f in fields:
+        key = f.name
+        if f.metadata.get("transfer_only") and data.get("task", "classification") == "classification":
             if data.get(key):
                 raise err("only detection and segmentation recipes have it; set task: detection or segmentation",
                           (key,))
-            if _TRANSFER_ONLY[key] is not None:
-                out[key] = copy.deepcopy(_TRANSFER_ONLY[key])
+            if f.metadata["in_classification"] is not None:
+                out[key] = copy.deepcopy(f.metadata["in_classification"])
             continue
-        if isinstance(spec, dict):
+        if "section" in f.metadata:
             if key in data and data[key] is None:
                 raise err("must be a mapping of settings (a section cannot be emptied; set or override its keys)",
                           (key,))
-            section = data.get(key) or {}
-            if not isinstance(section, dict):
+            given = data.get(key) or {}
+            if not isinstance(given, dict):
                 raise err("must be a mapping", (key,))
-            out[key] = {}
-            for sub in section:
-                if sub not in spec:
-                    close = difflib.get_close_matches(sub, list(spec), n=3, cutoff=0.5)
+            specs = _settings(f.metadata["section"])
+            for sub in given:
+                if sub not in specs:
+                    close = difflib.get_close_matches(sub, list(specs), n=3, cutoff=0.5)
                     hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
-                    raise err(f"unknown key{hint}; '{key}' has {', '.join(spec)}", (key, sub))
-            for sub, (types, default) in spec.items():
-                value = section[sub] if sub in section else (
-                    default if default is REQUIRED else copy.deepcopy(default))
-                if value is REQUIRED or (value is None and default is REQUIRED):
-                    raise err("is required (give it in the recipe or one it extends)", (key, sub))
-                if (key, sub) in _LEFT_OUT_WHEN_DEFAULT and (value.lower() if isinstance(value, str) else value) in \
-                        _LEFT_OUT_WHEN_DEFAULT[(key, sub)]:
-                    continue
-                if value is not None and not _type_ok(value, types):
-                    raise err(f"expected {_tname(types)}, got {type(value).__name__} {value!r}", (key, sub))
-                if types is float and value is not None:
-                    value = float(value)
-                check = _RANGES.get((key, sub))
-                if check and value is not None and not check[0](value):
-                    raise err(f"{check[1]}, got {value!r}", (key, sub))
-                out[key][sub] = value
+                    raise err(f"unknown key{hint}; '{key}' has {', '.join(specs)}", (key, sub))
+            out[key] = {}
+            for sub, spec in specs.items():
+                value = _checked(given, sub, spec, (key, sub), err, "is required (give it in the recipe or one it "
+                                                                    "extends)")
+                if value is not _LEFT_OUT:
+                    out[key][sub] = value
         else:
-            types, default = spec
-            value = data[key] if key in data else (default if default is REQUIRED else copy.deepcopy(default))
-            if value is REQUIRED or (value is None and default is REQUIRED):
-                raise err("is required", (key,))
-            if value is None and types is dict:
-                raise err("must be a mapping (use {} for an empty one)", (key,))
-            if value is not None and not _type_ok(value, types):
-                raise err(f"expected {_tname(types)}, got {type(value).__name__} {value!r}", (key,))
-            check = _RANGES.get((key,))
-            if check and value is not None and not check[0](value):
-                raise err(f"{check[1]}, got {value!r}", (key,))
-            out[key] = value
+            out[key] = _checked(data, key, f.metadata["setting"], (key,), err, "is required")
     return out
+
+
+_LEFT_OUT: Any = object()
+
+
+def _checked(given: Mapping[str, Any], key: str, spec: Setting, path: tuple[str, ...],
+             err: Callable[[str, tuple[str, ...]], RecipeError], required: str) -> Any:
+    """The value of ``key`` in ``given`` (else its default) checked against ``spec``: its type, then its range;
+    :data:`_LEFT_OUT` for a value the resolved recipe leaves out."""
+    default = spec.default
+    value = given[key] if key in given else (default if default is REQUIRED else copy.deepcopy(default))
+    if value is REQUIRED or (value is None and default is REQUIRED):
+        raise err(required, path)
+    if (value.lower() if isinstance(value, str) else value) in spec.left_out:
+        return _LEFT_OUT
+    if value is None and spec.types is dict and len(path) == 1:
+        raise err("must be a mapping (use {} for an empty one)", path)
+    if value is not None and not _type_ok(value, spec.types):
+        raise err(f"expected {_tname(spec.types)}, got {type(value).__name__} {value!r}", path)
+    if spec.types is float and value is not None:
+        value = float(value)
+    if spec.check is not None and value is not None and not spec.check(value):
+        raise err(f"{spec.message}, got {value!r}", path)
+    return value
 
 
 def _tname(types: Any) -> str:
@@ -483,15 +571,26 @@ def _is_resolved(chain: list[_Loaded]) -> bool:
     return len(chain) == 1 and isinstance(data.get("lineage"), list) and isinstance(data.get("derived"), dict)
 
 
-def resolve(ref: str | Path, overrides: Iterable[str] = (), *, demo: bool = False) -> Recipe:
+def resolve(ref: str | Path | Mapping[str, Any], overrides: Iterable[str] = (), *, demo: bool = False,
+            source: str | None = None) -> Recipe:
     """Resolve a recipe: inheritance merge, the ``demo`` block if asked, ``--set`` overrides, validation,
     derived values, hash.
 
-    A recipe resolved before (a run folder's ``recipe.yaml``) resolves again to the same data and hash: its
-    ``lineage`` is kept, ``derived`` is derived again, and a demo recipe (``demo_run``) stays one without its demo
-    block applied twice; overrides apply to it as to any recipe."""
-    path = find_recipe_file(str(ref)) if not isinstance(ref, Path) else ref
-    chain = _chain(path)
+    ``ref`` is a published name (``name``, ``name@N``), a path to a YAML file, or the recipe's mapping itself
+    (what a file would hold; ``source`` names it in errors and in :attr:`Recipe.source`, and a relative
+    ``extends: file.yaml`` is found in the current folder). A recipe resolved before (a run folder's
+    ``recipe.yaml``, or :attr:`Recipe.mapping`) resolves again to the same data and hash: its ``lineage`` is kept,
+    ``derived`` is derived again, and a demo recipe (``demo_run``) stays one without its demo block applied twice;
+    overrides apply to it as to any recipe."""
+    if isinstance(ref, Mapping):
+        path = source or "<mapping>"
+        if not isinstance(ref, dict):
+            ref = dict(ref)
+        chain = _chain(_Loaded(copy.deepcopy(ref), {}, path), Path("."), path)
+    else:
+        file = find_recipe_file(str(ref)) if not isinstance(ref, Path) else ref
+        path = str(file)
+        chain = _chain(load_file(file), file.parent, str(file.resolve()))
     merged: dict[str, Any] = {}
     lines_of: dict[tuple[str, ...], tuple[str, int]] = {}
     for loaded in chain:
@@ -538,13 +637,13 @@ def resolve(ref: str | Path, overrides: Iterable[str] = (), *, demo: bool = Fals
     data["derived"] = {"lr": lr}
     if demo or was_demo:
         data["demo_run"] = True
-    return Recipe(data=data, sha256=recipe_hash(data), source=str(path), lineage=lineage)
+    return Recipe.from_mapping(data, sha256=recipe_hash(data), source=path, lineage=lineage)
 
 
 def per_device_batch(recipe: Recipe | Mapping[str, Any], world_size: int) -> int:
     """The per-process batch: the recipe's global batch divided by the number of processes."""
-    data = recipe.data if isinstance(recipe, Recipe) else recipe
-    global_batch = data["train"]["global_batch_size"]
+    global_batch = recipe.train.global_batch_size if isinstance(recipe, Recipe) else \
+        recipe["train"]["global_batch_size"]
     if world_size < 1 or global_batch % world_size:
         raise RecipeError(f"global batch {global_batch} does not split over {world_size} processes; "
                           f"set train.global_batch_size to a multiple of {world_size}",

@@ -153,8 +153,7 @@ class RunFolder:
     def recipe(self) -> Recipe:
         """The run's resolved recipe (hash checked), as a :class:`~tricks_registry.recipe.Recipe`."""
         data, sha = self.recipe_data()
-        return Recipe(data=data, sha256=sha, source=str(self.file(RECIPE_FILE)),
-                      lineage=tuple(data.get("lineage", ())))
+        return Recipe.from_mapping(data, sha256=sha, source=str(self.file(RECIPE_FILE)))
 
     def recipe_sha256(self) -> str | None:
         """The hash in ``recipe.sha256`` as written (not re-checked), or None."""

@@ -104,10 +104,10 @@ def _train(recipe: Recipe, plan: "RunPlan", env: DistInfo, lock: ExclusiveLock |
            recovery_interval: int, scan: ScanPolicy, skip_bad_images: bool, trust_pickle: bool,
            device_batch: int | None, log: Sequence[str]) -> Path:
     """:func:`train` once the run folder is planned (and, to resume, held)."""
-    seed = recipe.data["train"]["seed"]
+    seed = recipe.train.seed
     random.seed(seed + env.rank), np.random.seed(seed + env.rank), torch.manual_seed(seed + env.rank)
-    if recipe.data.get("task", "classification") == "classification":
-        check_model_name(recipe.data["model"]["name"])  # before any data is read
+    if recipe.task == "classification":
+        check_model_name(recipe.model.name)  # before any data is read
     if resume:  # the batch split is the run's own: a resumed run continues with it, to stay exact
         kept = RunFolder(Path(resume)).batch_split().get("device_batch")
         if kept is not None and device_batch not in (None, kept):
@@ -157,7 +157,6 @@ def _fit_and_summarise(recipe: Recipe, run: RunFolder, env: DistInfo, task: Any,
         if task.pretrained_source:
             run.write_pretrained(task.pretrained_source)
         run.write_batch_split(dataclasses.asdict(loaders.plan))
-    cfg = recipe.data
     say(env, f"recipe {recipe.name}@{recipe.version} sha256={recipe.sha256[:16]} | {env.world_size} process(es), "
              f"batch {loaders.plan.describe()}, "
              f"lr {components.lr:g} | {task.describe()} | run folder {run.path}")
@@ -197,21 +196,21 @@ def make_loaders(task_data: TaskData, recipe: Recipe, env: DistInfo, *, device_b
     image from this rank). An iterable source (``wds/``, ``hfids/``: a :class:`~.data.StreamingSource`) is timm's
     stream instead, shuffled and split over processes and workers by timm, resumed by count
     (:class:`~.data.StreamLoader`), its validation split read by timm's shard split."""
-    data_cfg, seed = recipe.data["data"], recipe.data["train"]["seed"]
+    workers, seed = recipe.data.workers, recipe.train.seed
     plan = batch_plan(recipe, env.world_size, device_batch)
     batch_size = plan.device_batch
     guard = WorkerSignalGuard()  # a SIGTERM to every process: the main one saves, the workers wait for it
-    loader_args = dict(num_workers=data_cfg["workers"], pin_memory=env.device.type == "cuda",
-                       persistent_workers=data_cfg["workers"] > 0, collate_fn=task_data.collate,
+    loader_args = dict(num_workers=workers, pin_memory=env.device.type == "cuda",
+                       persistent_workers=workers > 0, collate_fn=task_data.collate,
                        worker_init_fn=guard)
     val_set = task_data.val
     if isinstance(task_data.train, StreamingSource):
-        train_loader = StreamLoader(task_data.train, batch_size=batch_size, num_workers=data_cfg["workers"],
+        train_loader = StreamLoader(task_data.train, batch_size=batch_size, num_workers=workers,
                                     rank=env.rank, world_size=env.world_size, seed=seed,
                                     pin_memory=loader_args["pin_memory"], collate_fn=task_data.collate,
                                     worker_init_fn=guard)
         sampler = train_loader.sampler
-        val_set.configure(workers=data_cfg["workers"])
+        val_set.configure(workers=workers)
         val_loader = DataLoader(val_set, batch_size=task_data.val_batch_size or batch_size, **loader_args)
     else:
         sampler = ResumableSampler(task_data.train, num_replicas=env.world_size, rank=env.rank, seed=seed)

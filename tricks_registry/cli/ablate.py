@@ -85,13 +85,13 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     if args.dry_run:
         preset = PRESETS[args.preset]
         rungs = plan_ladder(refs, preset, list(range(args.seeds)), args.overrides, teacher=args.teacher)
-        if preset.teacher and not args.teacher and any("distillation" in r.recipes[0].data["tricks"] for r in rungs):
+        if preset.teacher and not args.teacher and any("distillation" in r.recipes[0].tricks for r in rungs):
             t_ref, t_sets = preset.teacher
             print(f"teacher (trained first, once): {t_ref} --set {' --set '.join(t_sets(resolve(t_ref)))}")
         for rung in rungs:
             r = rung.recipes[0]
-            print(f"{rung.label}: {r.name}@{r.version} x {args.seeds} seed(s) | {r.data['model']['name']}, "
-                  f"{r.data['train']['epochs']} epochs, batch {r.data['train']['global_batch_size']}, lr {r.lr:g}")
+            print(f"{rung.label}: {r.name}@{r.version} x {args.seeds} seed(s) | {r.model.name}, "
+                  f"{r.train.epochs} epochs, batch {r.train.global_batch_size}, lr {r.lr:g}")
             print(f"    --set {' --set '.join(rung.overrides) if rung.overrides else '(none)'}")
         return 0
     run_ablation(refs, data_dir=args.data_dir, output=args.output, preset=args.preset, seeds=args.seeds,

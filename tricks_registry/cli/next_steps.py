@@ -19,9 +19,12 @@ import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from .evaluate import DEMO_COUNT
+
+if TYPE_CHECKING:
+    from ..recipe import Recipe
 
 __all__ = ["NextStep", "Programs", "programs", "next_steps", "format_next_steps", "print_next_steps", "HEADER",
            "EXPORT_SUBFOLDER"]
@@ -85,21 +88,21 @@ def programs(argv0: str | None = None, executable: str | None = None) -> Program
     return Programs(f"{python} -m tricks_registry.cli", python)
 
 
-def next_steps(run_dir: str | os.PathLike, recipe: Mapping[str, Any], *, demo: bool, data_dir: str | None = None,
+def next_steps(run_dir: str | os.PathLike, recipe: "Recipe", *, demo: bool, data_dir: str | None = None,
                progs: Programs | None = None) -> list[NextStep]:
-    """The commands for the run in ``run_dir`` trained from the resolved ``recipe`` (its data): validate, predict
+    """The commands for the run in ``run_dir`` trained from the resolved ``recipe``: validate, predict
     (a ``--demo`` run, or a folder run's validation folder), export, and the plain-timm load of the export; for a
     detection / segmentation run, ``tricks export-transfer``. ``data_dir`` is the run's ``--data-dir``."""
     progs = progs or programs()
     run = shlex.quote(str(run_dir))
     export = Path(run_dir) / EXPORT_SUBFOLDER
     tricks = progs.tricks
-    if recipe.get("task", "classification") != "classification":
+    if recipe.task != "classification":
         return [NextStep(f"{tricks} export-transfer {run} {shlex.quote(str(export))}",
                          "export it: a folder that tricks_registry.transfer.load_exported rebuilds")]
     steps: list[NextStep] = []
-    data = recipe.get("data", {})
-    dataset = data.get("dataset") or "folder"
+    data = recipe.data
+    dataset = data.dataset or "folder"
     kind = dataset.split("/", 1)[0]
     if demo:
         steps.append(NextStep(f"{tricks} validate {run} --demo",
@@ -107,13 +110,13 @@ def next_steps(run_dir: str | os.PathLike, recipe: Mapping[str, Any], *, demo: b
         steps.append(NextStep(f"{tricks} predict {run} --demo --count {DEMO_COUNT}",
                               f"label {DEMO_COUNT} of them: index, true digit, top-5"))
     elif data_dir is not None and kind not in _STREAMS:
-        split = data.get("val_split", "val")
+        split = data.val_split
         where = f" --data-dir {shlex.quote(str(data_dir))}"
         where += "" if split == "val" else f" --split {shlex.quote(split)}"
         where += "" if kind == "folder" else f" --dataset {shlex.quote(dataset)}"
         steps.append(NextStep(f"{tricks} validate {run}{where}",
                               "score it on its validation split: top-1, top-5, per-class accuracy"))
-    portable = _portable(str(recipe.get("model", {}).get("name", "")))
+    portable = _portable(str(recipe.model.name))
     if portable is None:  # no timm architecture to export it as (a torchvision: model): tricks export would refuse
         return steps
     plugin = portable.plugin_module
@@ -147,16 +150,13 @@ def format_next_steps(steps: Sequence[NextStep]) -> str:
 def print_next_steps(args: Any, recipe: Any, run_dir: str | os.PathLike) -> None:
     """``tricks-train``'s last lines: :func:`next_steps` for ``run_dir``, printed by the main process only (rank 0
     under torchrun or srun), not with ``--quiet``."""
-    if getattr(args, "quiet", False) or _rank() != 0:
+    if getattr(args, "quiet", False):
         return
-    demo = bool(recipe.data.get("demo_run"))
-    steps = next_steps(run_dir, recipe.data, demo=demo, data_dir=getattr(args, "data_dir", None))
+    from ..distributed import launch_info  # torchrun's, srun's or MPI's rank, as timm reads them
+
+    if launch_info()[1] != 0:
+        return
+    steps = next_steps(run_dir, recipe, demo=recipe.demo_run, data_dir=getattr(args, "data_dir", None))
     if steps:
         print(format_next_steps(steps), flush=True)
 
-
-def _rank() -> int:
-    for var in ("RANK", "SLURM_PROCID"):  # torchrun, then srun (as timm's world_info_from_env reads them)
-        if os.environ.get(var, "").strip().isdigit():
-            return int(os.environ[var])
-    return 0

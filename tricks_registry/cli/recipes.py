@@ -135,14 +135,14 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
     overrides = ([f"data.dataset={json.dumps(args.dataset)}"] if args.dataset else []) + list(args.overrides)
     recipe = resolve(args.recipe, overrides, demo=args.demo)
     if args.demo:
-        train_set, _ = demo_datasets(seed=recipe.data["train"]["seed"])
+        train_set, _ = demo_datasets(seed=recipe.train.seed)
     elif args.data_dir:
-        d = recipe.data["data"]
-        train_set, _, _ = open_datasets(d.get("dataset"), args.data_dir, d["train_split"], d["val_split"],
-                                        d["subset_per_class"], progress=not args.no_progress,
+        d = recipe.data
+        train_set, _, _ = open_datasets(d.dataset or None, args.data_dir, d.train_split, d.val_split,
+                                        d.subset_per_class, progress=not args.no_progress,
                                         scan=ScanPolicy(enabled=not args.no_scan, rescan=args.rescan))
         if isinstance(train_set, StreamingSource):
-            raise DataError(f"lr-find: {d['dataset']} is a stream; the range test reads sources by index (folder, "
+            raise DataError(f"lr-find: {d.dataset} is a stream; the range test reads sources by index (folder, "
                             "tar, torch/, hfds/)")
     else:
         raise DataError("--data-dir is required (or --demo)")
@@ -161,7 +161,7 @@ def cmd_recipe(args: argparse.Namespace) -> int:
         rows = []
         for name, version, path in list_recipes():
             r = resolve(path)
-            rows.append((f"{name}@{version}", r.sha256[:12], r.data["reference"] or _first_sentence(r.data["description"])))
+            rows.append((f"{name}@{version}", r.sha256[:12], r.reference or _first_sentence(r.description)))
         width = max(len(ident) for ident, _, _ in rows)
         print(f"{'recipe':<{width}}  {'sha256':<12}  reference (else description)")
         for ident, sha, text in rows:
@@ -170,7 +170,7 @@ def cmd_recipe(args: argparse.Namespace) -> int:
     if args.recipe_cmd == "show":
         r = resolve(args.name, args.overrides)
         if args.json:
-            print(json.dumps({"sha256": r.sha256, "recipe": r.data}, indent=2))
+            print(json.dumps({"sha256": r.sha256, "recipe": r.mapping}, indent=2))
         elif args.resolved:
             print(r.to_yaml(), end="")
         else:
@@ -182,9 +182,9 @@ def cmd_recipe(args: argparse.Namespace) -> int:
         if args.values:
             from ..export.timm_args import BOOKKEEPING_KEYS
 
-            lines = recipe_diff(*({k: v for k, v in r.data.items() if k not in BOOKKEEPING_KEYS} for r in (a, b)))
+            lines = recipe_diff(*({k: v for k, v in r.mapping.items() if k not in BOOKKEEPING_KEYS} for r in (a, b)))
         else:
-            lines = recipe_diff(a.data, b.data)
+            lines = recipe_diff(a.mapping, b.mapping)
         for line in lines:
             print(line)
         if not lines:

@@ -8,9 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..cache import cache_dir
 from ..errors import CheckpointError, HubError, TimmTricksError
-from ..fsutil import ExclusiveLock
 
 # The library (torch, timm, the Hub client) is imported inside the commands: building the parser imports none of it.
 
@@ -118,20 +116,20 @@ def cmd_train(args: argparse.Namespace) -> int:
         if not is_run_folder(args.resume):
             raise CheckpointError(f"--resume {args.resume}: no recipe.yaml there (is it a tricks-train run folder?)")
         recipe = RunFolder(args.resume).recipe()  # its hash checked
-        demo = bool(recipe.data.get("demo_run"))
+        demo = recipe.demo_run
     else:
         overrides = data_overrides + list(args.overrides) + (
             [f"model.pretrained={json.dumps(args.pretrained)}"] if args.pretrained else [])
         recipe = resolve_recipe_arg(args.recipe, overrides, demo=args.demo, revision=args.revision)
         demo = args.demo
-    if recipe.data.get("task", "classification") != "classification":  # detection / segmentation (section 6)
+    if recipe.task != "classification":  # detection / segmentation (section 6)
         if demo or args.push_to_hub:
-            raise TimmTricksError(f"--demo / --push-to-hub: not for {recipe.data['task']} recipes (no demo data; export "
+            raise TimmTricksError(f"--demo / --push-to-hub: not for {recipe.task} recipes (no demo data; export "
                                   "with tricks export-transfer RUN_DIR OUT_DIR)")
     check_push_args(args)
     check_run_options(recipe, args)  # before a --demo teacher trains for minutes
     teacher = pinned_teacher(recipe, args.revision)
-    if demo and "distillation" in recipe.data["tricks"]:
+    if demo and "distillation" in recipe.tricks:
         teacher = str(_demo_teacher(recipe, args))
     if args.dataset_download:
         _download(recipe, args)
@@ -147,97 +145,35 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _download(recipe: Any, args: argparse.Namespace) -> None:
     """``--dataset-download``: the recipe's source downloaded into ``--data-dir`` before training, by one process."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    from ..distributed import launch_info
+
+    if launch_info()[2] > 1:
         raise TimmTricksError("--dataset-download runs in one process, not under torchrun: download first (python -c "
                               "\"from tricks_registry.data import download_dataset; download_dataset('SPEC', 'DIR', "
                               "['train', 'val'])\"), then start torchrun without it")
     from ..data import download_dataset
 
-    d = recipe.data["data"]
-    download_dataset(d.get("dataset", ""), args.data_dir, [d["train_split"], d["val_split"]])
-
-
-#: what the ``--demo`` teacher is: the student's recipe as resolved, as a ResNet-18-D on the label-smoothing rung
-DEMO_TEACHER_MODEL = "resnet18_v1d"
-DEMO_TEACHER_EPOCHS = 3
-
-
-def demo_teacher_overrides(student: Any) -> list[str]:
-    """The ``--set`` overrides that make a ``--demo`` student's resolved recipe into its teacher's: ResNet-18-D, the
-    student's tricks without distillation and mixup (the label-smoothing rung of the paper's ladder),
-    :data:`DEMO_TEACHER_EPOCHS` epochs, and a name and description that say so."""
-    base = f"{student.name}@{student.version}"
-    description = (f"The --demo teacher of {base}: ResNet-18-D ({DEMO_TEACHER_MODEL}) trained with the "
-                   f"label-smoothing rung ({base} without distillation and mixup) for {DEMO_TEACHER_EPOCHS} epochs on "
-                   "the demo digits, because no pretrained teacher is reachable offline")
-    return [f"name=resnet18d_teacher_for_{student.name}", f"description={json.dumps(description)}", "reference=''",
-            f"model.name={DEMO_TEACHER_MODEL}", "model.kwargs={}", "tricks.distillation=null", "tricks.mixup=null",
-            f"train.epochs={DEMO_TEACHER_EPOCHS}"]
-
-
-def demo_teacher_recipe(student: Any, folder: Path) -> Any:
-    """The teacher's recipe, resolved from the student's resolved recipe (written to ``folder/student.yaml``), so
-    that a new demo and the resume of one derive the same teacher, with the same hash."""
-    from ..fsutil import atomic_write_text
-    from ..recipe import resolve
-
-    folder.mkdir(parents=True, exist_ok=True)
-    student_file = folder / f"student-{student.sha256[:16]}.yaml"
-    if not student_file.is_file():
-        atomic_write_text(student_file, student.to_yaml())
-    return resolve(student_file, demo_teacher_overrides(student))
+    data = recipe.data
+    download_dataset(data.dataset, args.data_dir, [data.train_split, data.val_split])
 
 
 def _demo_teacher(recipe: Any, args: argparse.Namespace) -> Path:
-    """The small teacher of a ``--demo`` distillation run: a ResNet-18-D trained once on the demo digits with the
-    label-smoothing rung (see :func:`demo_teacher_overrides`) into the cache, under a lock, and reused after that;
-    an interrupted one is resumed."""
-    from tqdm import tqdm
+    """The ``--demo`` distillation run's teacher: :func:`tricks_registry.demo_teacher.demo_teacher`."""
+    from ..demo_teacher import demo_teacher
 
-    from ..checkpoint import resumable_checkpoints
-    from ..run_folder import RunFolder
-    from ..train import train
-
-    root = cache_dir() / "demo-teachers"
-    root.mkdir(parents=True, exist_ok=True)
-    teacher_recipe = demo_teacher_recipe(recipe, root / "students")
-    folder = root / teacher_recipe.sha256[:16]
-    folder.mkdir(exist_ok=True)
-    wait_note = lambda holder: tqdm.write(  # noqa: E731
-        f"demo: another demo ({holder or 'another process'}) is training the same teacher; waiting for it (lock "
-        f"{folder / '.lock'})")
-    # one process trains the teacher, the others wait, then reuse it (the kernel drops the lock of a killed holder)
-    with ExclusiveLock(folder / ".lock", wait=True, on_wait=wait_note):
-        runs = sorted(p for p in folder.iterdir() if p.is_dir() and (p / "recipe.yaml").is_file())
-        done = [p for p in runs if RunFolder(p).finished]
-        if done:
-            tqdm.write(f"demo: reusing the teacher trained before ({teacher_recipe.name}@{teacher_recipe.version}, "
-                       f"ResNet-18-D) in {done[-1]}")
-            return done[-1]
-        stopped = [p for p in runs if resumable_checkpoints(RunFolder(p).checkpoints)]
-        if stopped:
-            tqdm.write(f"demo: resuming the teacher stopped before in {stopped[-1]}")
-            return train(teacher_recipe, data_dir=None, output=folder, device=args.device, demo=True,
-                         resume=stopped[-1], progress=not args.no_progress)
-        tqdm.write(f"demo: no pretrained teacher offline, so first training a small one: "
-                   f"{teacher_recipe.name}@{teacher_recipe.version}, ResNet-18-D with the label-smoothing rung "
-                   f"(no distillation, no mixup), {teacher_recipe.data['train']['epochs']} epochs on the demo "
-                   f"digits, into {folder}; later demos reuse it")
-        return train(teacher_recipe, data_dir=None, output=folder, device=args.device, demo=True,
-                     progress=not args.no_progress)
+    return demo_teacher(recipe, device=args.device, progress=not args.no_progress)
 
 
 def check_run_options(recipe: Any, args: argparse.Namespace) -> None:
     """The run options that fail fast: the loggers named by ``--log`` and ``--device-batch`` against the recipe's
     global batch on this launch's processes (``train()`` checks them again; this is before any teacher trains)."""
-    from timm.utils.distributed import world_info_from_env
-
+    from ..distributed import launch_info
     from ..loggers import check_loggers
     from ..recipe import batch_plan
 
     check_loggers(args.log)
     if not args.resume:  # a resumed run keeps its own split
-        batch_plan(recipe, world_info_from_env()[2], args.device_batch)
+        batch_plan(recipe, launch_info()[2], args.device_batch)
 
 
 def check_push_args(args: argparse.Namespace) -> None:
@@ -261,7 +197,11 @@ def check_push_args(args: argparse.Namespace) -> None:
 
 def push_after_train(args: argparse.Namespace, run_dir: str | os.PathLike) -> None:
     """``--push-to-hub``: export ``run_dir`` to ``run_dir/hub`` and push it (by the main process only)."""
-    if not getattr(args, "push_to_hub", None) or int(os.environ.get("RANK", "0")) != 0:
+    if not getattr(args, "push_to_hub", None):
+        return
+    from ..distributed import launch_info
+
+    if launch_info()[1] != 0:
         return
     from ..export.hub import export_run, push_folder
 

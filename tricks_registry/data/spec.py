@@ -15,7 +15,7 @@ __all__ = ["DATASET_KINDS", "DataSpec", "parse_dataset_spec", "find_split", "fin
 _SPLIT_SYNONYMS = {"train": ("train", "training"), "val": ("val", "validation", "valid", "test")}
 
 #: the prefixes of ``data.dataset`` (timm's ``--dataset``); empty or ``folder`` is the ImageFolder / tar default
-DATASET_KINDS = ("folder", "torch", "hfds", "hfids", "wds")
+from ..kinds import DATASET_KINDS  # noqa: E402  (the data-set kinds, listed once)
 
 
 def find_split(root: Path, split: str) -> Path:

@@ -467,7 +467,7 @@ def recipe_from_hub(spec: str, overrides: Iterable[str] = (), *, demo: bool = Fa
                       + yaml.safe_dump(plain, sort_keys=False))
     overrides = list(overrides)
     if not overrides and (not demo or data.get("demo_run")):
-        return Recipe(data=data, sha256=sha, source=str(source), lineage=tuple(data.get("lineage") or ()))
+        return Recipe.from_mapping(data, sha256=sha, source=str(source))
     return resolve(source, overrides, demo=demo)
 
 
@@ -480,7 +480,7 @@ def resolve_recipe_arg(ref: str, overrides: Iterable[str] = (), *, demo: bool = 
 
 def pinned_teacher(recipe: Any, revision: str | None) -> str | None:
     """The recipe's ``hf-hub:`` teacher pinned at ``revision`` when it names none; None otherwise."""
-    dist = (recipe.data.get("tricks") or {}).get("distillation") or {}
+    dist = (recipe.tricks or {}).get("distillation") or {}
     teacher = dist.get("teacher", "")
     if revision and teacher.startswith(HF_HUB_PREFIX) and "@" not in teacher:
         return f"{teacher}@{revision}"

@@ -146,9 +146,8 @@ def _timm_model_args(name: str) -> dict[str, Any]:
     return dict(portable_name(name).model_args)
 
 
-def _model(data: Mapping[str, Any], pipeline: Pipeline, ctx: TimmContext, needs_plugin: bool, out: _Out) -> None:
-    model_cfg = data["model"]
-    name = model_cfg["name"]
+def _model(recipe: Recipe, pipeline: Pipeline, ctx: TimmContext, needs_plugin: bool, out: _Out) -> None:
+    name = recipe.model.name
     timm_name = ctx.model
     out.section("model")
     if timm_name != name and not name.startswith("torchvision:"):
@@ -161,9 +160,9 @@ def _model(data: Mapping[str, Any], pipeline: Pipeline, ctx: TimmContext, needs_
         device_modules.append("model_tweaks")
         out.note(f"model '{name}': timm has no such network; it comes from the model_tweaks plugin "
                  f"(pip install timm-tricks next to timm), imported through train.py's device_modules hook")
-    out.set("pretrained", bool(model_cfg.get("pretrained", False)))
+    out.set("pretrained", bool(recipe.model.pretrained))
 
-    kwargs = dict(_timm_model_args(name), **(model_cfg.get("kwargs") or {}))
+    kwargs = dict(_timm_model_args(name), **(recipe.model.kwargs or {}))
     for key, dest in _MODEL_KWARG_DESTS.items():
         if key in kwargs:
             out.set(dest, kwargs.pop(key))
@@ -188,22 +187,22 @@ def _model(data: Mapping[str, Any], pipeline: Pipeline, ctx: TimmContext, needs_
 
 # ----------------------------------------------------------------------------------------------------------
 # data and augmentation
-def _data(data: Mapping[str, Any], pipeline: Pipeline, ctx: TimmContext, out: _Out) -> None:
-    d = data["data"]
+def _data(recipe: Recipe, pipeline: Pipeline, ctx: TimmContext, out: _Out) -> None:
+    d = recipe.data
     out.section("data (train.py -c FILE --data-dir DIR: ImageFolder DIR/<train_split>/<class>/..., or the dataset's)")
-    if d.get("dataset"):  # timm's create_dataset spec, as tricks-train --dataset takes it
-        out.set("dataset", d["dataset"])
-    out.set("train_split", d["train_split"])
-    out.set("val_split", d["val_split"])
-    out.set("img_size", d["input_size"])
-    out.set("crop_pct", d["eval_crop_pct"], "evaluation: resize input_size / crop_pct, centre crop")
-    out.set("interpolation", d["interpolation"])
-    out.set("train_interpolation", d["interpolation"])
-    out.set("mean", list(d["mean"]))
-    out.set("std", list(d["std"]))
-    out.set("workers", d["workers"])
-    if d.get("subset_per_class"):
-        out.note(f"data.subset_per_class {d['subset_per_class']}: train.py has no per-class subset; "
+    if d.dataset:  # timm's create_dataset spec, as tricks-train --dataset takes it
+        out.set("dataset", d.dataset)
+    out.set("train_split", d.train_split)
+    out.set("val_split", d.val_split)
+    out.set("img_size", d.input_size)
+    out.set("crop_pct", d.eval_crop_pct, "evaluation: resize input_size / crop_pct, centre crop")
+    out.set("interpolation", d.interpolation)
+    out.set("train_interpolation", d.interpolation)
+    out.set("mean", list(d.mean))
+    out.set("std", list(d.std))
+    out.set("workers", d.workers)
+    if d.subset_per_class:
+        out.note(f"data.subset_per_class {d.subset_per_class}: train.py has no per-class subset; "
                  f"it trains on the whole split")
 
     out.section("augmentation")
@@ -216,8 +215,7 @@ def _data(data: Mapping[str, Any], pipeline: Pipeline, ctx: TimmContext, out: _O
 # optimisation
 def _optimisation(recipe: Recipe, pipeline: Pipeline, ctx: TimmContext, world_size: int, out: _Out,
                   device_batch: int | None = None) -> None:
-    train = recipe.data["train"]
-    global_batch = train["global_batch_size"]
+    global_batch = recipe.train.global_batch_size
     plan = batch_plan(recipe, world_size, device_batch)
     out.section("optimisation")
     if plan.accumulation == 1:
@@ -230,14 +228,14 @@ def _optimisation(recipe: Recipe, pipeline: Pipeline, ctx: TimmContext, world_si
                 f"grad_accum_steps); torchrun's --nproc_per_node must be {world_size}")
         out.set("grad_accum_steps", plan.accumulation, "the rest of the global batch, accumulated (--device-batch)")
     out.set("lr", recipe.lr, f"for the global batch {global_batch} (train.py rescales only when lr is unset)")
-    out.set("weight_decay", train["weight_decay"])
+    out.set("weight_decay", recipe.train.weight_decay)
     out.add(_ask(pipeline.optimizer or default_optimizer(), ctx, out))
     if pipeline.param_policy is None:
         out.add(ParamPolicy.TIMM_WHEN_ABSENT)
     else:
         out.add(_ask(pipeline.param_policy, ctx, out))
-    if train.get("grad_clip"):
-        out.set("clip_grad", train["grad_clip"])
+    if recipe.train.grad_clip:
+        out.set("clip_grad", recipe.train.grad_clip)
         out.set("clip_mode", "norm")
     for p in pipeline.penalties:
         out.add(_ask(p, ctx, out))
@@ -268,13 +266,12 @@ def _loss(pipeline: Pipeline, ctx: TimmContext, out: _Out) -> None:
 
 # ----------------------------------------------------------------------------------------------------------
 # runtime
-def _runtime(data: Mapping[str, Any], pipeline: Pipeline, out: _Out) -> None:
+def _runtime(recipe: Recipe, pipeline: Pipeline, out: _Out) -> None:
     out.section("runtime")
     out.add(pipeline.runtime.export_timm())  # the runtime parts' settings, composed
-    train = data["train"]
     out.section("misc")
-    out.set("seed", train["seed"], "train.py seeds each process with seed + rank, as the recipe's trainer")
-    out.set("log_interval", train["log_every"])
+    out.set("seed", recipe.train.seed, "train.py seeds each process with seed + rank, as the recipe's trainer")
+    out.set("log_interval", recipe.train.log_every)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -308,31 +305,30 @@ def carried_values(recipe: Recipe, world_size: int = 1) -> dict[str, Any]:
     the file was exported for, and the recipe's :data:`VALUE_KEYS` sections as resolved (bookkeeping and
     ``derived`` left out: the importer derives them again). The tricks are a list of ``{name: params}`` in the
     recipe's order (the order they apply in within a stage): train.py writes args.yaml with sorted keys."""
-    values = {k: plain(recipe.data[k]) for k in VALUE_KEYS if k in recipe.data}
+    values = {k: plain(recipe.mapping[k]) for k in VALUE_KEYS if k in recipe.mapping}
     values["tricks"] = [{name: params} for name, params in values.get("tricks", {}).items()]
     return {"format": CARRY_FORMAT, "recipe": f"{recipe.name}@{recipe.version}", "sha256": recipe.sha256,
             "nproc": world_size, "values": values}
 
 
 def _build(recipe: Recipe, world_size: int, num_classes: int | None, device_batch: int | None = None) -> _Out:
-    data = recipe.data
-    if data.get("task", "classification") != "classification":
-        raise RecipeError(f"task '{data.get('task')}': timm's train.py trains image classifiers only",
+    if recipe.task != "classification":
+        raise RecipeError(f"task '{recipe.task}': timm's train.py trains image classifiers only",
                           key="task")
     if not isinstance(world_size, int) or isinstance(world_size, bool) or world_size < 1:
         raise RecipeError(f"--nproc must be a positive number of processes, got {world_size!r}")
     per_device_batch(recipe, world_size)  # fails first, with the recipe's message, if the batch does not split
-    parts = parts_from_config(data["tricks"])
+    parts = parts_from_config(recipe.tricks)
     pipeline = compose(parts)
 
     out = _Out()
-    timm_name, needs_plugin = _timm_model_name(data["model"]["name"], out)
+    timm_name, needs_plugin = _timm_model_name(recipe.model.name, out)
 
     def timm_model(name: str) -> tuple[str, tuple[str, ...]]:
         native, plugin = _timm_model_name(name, out)
         return native, (("model_tweaks",) if plugin else ())
 
-    recipe_classes = (data["model"].get("kwargs") or {}).get("num_classes")
+    recipe_classes = (recipe.model.kwargs or {}).get("num_classes")
     if num_classes is not None:
         k, k_source = num_classes, "the data's"
     elif recipe_classes is not None:
@@ -340,14 +336,14 @@ def _build(recipe: Recipe, world_size: int, num_classes: int | None, device_batc
     else:
         k, k_source = None, ""
     ctx = TimmContext(model=timm_name, timm_resnet=is_timm_resnet(timm_name), lr=recipe.lr,
-                      epochs=data["train"]["epochs"], warmup=pipeline.warmup, timm_model=timm_model,
+                      epochs=recipe.train.epochs, warmup=pipeline.warmup, timm_model=timm_model,
                       num_classes=k, num_classes_source=k_source)
-    _model(data, pipeline, ctx, needs_plugin, out)
-    _data(data, pipeline, ctx, out)
+    _model(recipe, pipeline, ctx, needs_plugin, out)
+    _data(recipe, pipeline, ctx, out)
     _optimisation(recipe, pipeline, ctx, world_size, out, device_batch)
     _schedule(pipeline, ctx, out)
     _loss(pipeline, ctx, out)
-    _runtime(data, pipeline, out)
+    _runtime(recipe, pipeline, out)
     order = {id(part): i for i, part in enumerate(parts)}
     for part in sorted(out.unexpressed, key=lambda part: order[id(part)]):
         out.note(f"{part.trick or type(part).__name__}: no timm train.py equivalent; not exported")
@@ -355,18 +351,17 @@ def _build(recipe: Recipe, world_size: int, num_classes: int | None, device_batc
 
 
 def _render(recipe: Recipe, world_size: int, out: _Out, carried: Mapping[str, Any] | None) -> str:
-    data = recipe.data
     lines = [
         f"# timm train.py config for recipe {recipe.name}@{recipe.version}, exported by timm-tricks",
         f"# recipe sha256: {recipe.sha256}",
-        f"# lineage: {' <- '.join(data.get('lineage') or recipe.lineage)}",
+        f"# lineage: {' <- '.join(recipe.lineage)}",
     ]
-    if data.get("reference"):
-        lines.append(f"# reference: {data['reference']}")
+    if recipe.reference:
+        lines.append(f"# reference: {recipe.reference}")
     lines += [
         "# run it from a timm checkout (train.py is not in the timm wheel), FILE being this file:",
         f"#   torchrun --nproc_per_node {world_size} train.py -c FILE --data-dir DIR",
-        f"# batch_size is PER PROCESS ({data['train']['global_batch_size']} / {world_size}): --nproc_per_node must "
+        f"# batch_size is PER PROCESS ({recipe.train.global_batch_size} / {world_size}): --nproc_per_node must "
         f"be {world_size}, or re-export with `tricks recipe export {recipe.name} --format timm-args --nproc N`.",
         f"# keys are train.py argparse dests ({TIMM_TRAIN_PY_REF}); train.py applies them with "
         f"parser.set_defaults, so command-line flags still override them.",

@@ -35,13 +35,13 @@ import copy
 import dataclasses
 import math
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 import yaml
 
 from ..errors import RecipeError, TimmTricksError
+from ..fsutil import YamlProblem, load_yaml_with_lines
 from ..models import TIMM_RESNETS, is_timm_resnet, our_variant_name, portable_name
 from ..parts import (BatchMixer, ModelTransform, Penalty, Runtime, SampleTransform, parts_from_config)
 from ..recipe import Recipe, plain, resolve
@@ -178,7 +178,7 @@ class TimmImport:
     def summary_lines(self) -> list[str]:
         """What the command prints and the recipe's comment block holds, one line each."""
         lines = [f"imported from timm train.py's args.yaml: {self.source}",
-                 f"global batch {self.recipe.data['train']['global_batch_size']} = batch_size {self.per_process_batch} "
+                 f"global batch {self.recipe.train.global_batch_size} = batch_size {self.per_process_batch} "
                  f"x {self.world_size} process(es) x grad_accum_steps {self.grad_accum_steps}; world size "
                  f"{self.world_size}: {self.world_size_from}"]
         if self.carried:
@@ -220,19 +220,14 @@ def read_timm_args(path: str | Path) -> tuple[dict[str, Any], dict[str, int]]:
         raise RecipeError(f"cannot read timm's args.yaml: {getattr(err, 'strerror', None) or err}",
                           file=file) from None
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        raise RecipeError(f"not valid YAML: {getattr(err, 'problem', None) or err}", file=file,
-                          line=mark.line + 1 if mark else None) from None
+        data, key_lines = load_yaml_with_lines(text, unique_keys=False)
+    except YamlProblem as problem:
+        raise RecipeError(f"not valid YAML: {getattr(problem.error, 'problem', None) or problem.error}", file=file,
+                          line=problem.line) from None
     if not isinstance(data, dict):
         raise RecipeError(f"timm's args.yaml must be a mapping of train.py options to values, got "
                           f"{type(data).__name__}", file=file, line=1)
-    lines: dict[str, int] = {}
-    if isinstance(node, yaml.MappingNode):
-        for key, _ in node.value:
-            lines[str(key.value)] = key.start_mark.line + 1
+    lines = {path[0]: line for path, line in key_lines.items() if len(path) == 1}
     return {str(k): v for k, v in data.items()}, lines
 
 
@@ -672,11 +667,11 @@ def _effective(values: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class _Matcher:
-    """Which flags a candidate recipe's export gets wrong: each candidate is resolved from a file in a temporary
-    folder and exported for the world size."""
+    """Which flags a candidate recipe's export gets wrong: each candidate is resolved (from its mapping) and exported
+    for the world size."""
 
-    def __init__(self, args: _Args, lr: float, world: int, folder: Path) -> None:
-        self.args, self.world, self.folder = args, world, folder
+    def __init__(self, args: _Args, lr: float, world: int) -> None:
+        self.args, self.world = args, world
         flags = {k: args[k] for k in TIMM_TRAIN_DEFAULTS}
         flags["lr"] = lr
         self.flags = _effective(flags)
@@ -684,7 +679,7 @@ class _Matcher:
 
     def resolve(self, values: Mapping[str, Any], name: str = "candidate") -> Recipe:
         self.count += 1
-        return _resolve_values(values, self.folder / f"{name}-{self.count}.yaml", name)
+        return _resolve_values(values, f"{self.args.file} ({name} {self.count})", name)
 
     def export(self, recipe: Recipe) -> dict[str, Any]:
         return _effective(timm_args_values(recipe, world_size=self.world))
@@ -778,20 +773,19 @@ def import_timm_args(path: str | Path, *, name: str, nproc: int | None = None) -
         world, world_from = 1, "assumed; args.yaml does not record it, --nproc N if the run had N processes"
     draft = _draft(args, world)
     notes = list(dict.fromkeys(draft.notes))
-    with tempfile.TemporaryDirectory(prefix="tricks-import-") as tmp:
-        drafted = _resolve_draft(draft, Path(tmp))
-        matcher = _Matcher(args, drafted.lr, world, Path(tmp))
-        chosen, carried_id, changed = draft.values(), None, ()
-        if carry is not None:
-            chosen, carried_id, changed, carry_notes = _reconcile(carry, draft.values(), drafted, matcher)
-            notes += carry_notes
-        data: dict[str, Any] = {"name": name, "version": 1, "description": _description(file, carried_id)}
-        for key in VALUE_KEYS:  # the sections; an empty demo block and the default task are left out
-            if key in chosen and (key in ("model", "data", "train", "tricks") or chosen[key] not in ({}, None,
-                                                                                                "classification")):
-                data[key] = copy.deepcopy(chosen[key])
-        final = matcher.resolve({k: v for k, v in data.items() if k not in ("name", "version")}, name)
-        final = dataclasses.replace(final, source=file)
+    drafted = _resolve_draft(draft)
+    matcher = _Matcher(args, drafted.lr, world)
+    chosen, carried_id, changed = draft.values(), None, ()
+    if carry is not None:
+        chosen, carried_id, changed, carry_notes = _reconcile(carry, draft.values(), drafted, matcher)
+        notes += carry_notes
+    data: dict[str, Any] = {"name": name, "version": 1, "description": _description(file, carried_id)}
+    for key in VALUE_KEYS:  # the sections; an empty demo block and the default task are left out
+        if key in chosen and (key in ("model", "data", "train", "tricks") or chosen[key] not in ({}, None,
+                                                                                            "classification")):
+            data[key] = copy.deepcopy(chosen[key])
+    final = matcher.resolve({k: v for k, v in data.items() if k not in ("name", "version")}, name)
+    final = dataclasses.replace(final, source=file)
     dropped = tuple(DroppedFlag(f, args[f], TIMM_TRAIN_DEFAULTS.get(f), reason) for f, reason in draft.dropped.items())
     return TimmImport(data=data, recipe=final, source=file, dropped=dropped, notes=tuple(notes), world_size=world,
                       world_size_from=world_from, per_process_batch=args.int("batch_size"),
@@ -817,31 +811,23 @@ def _carried(args: _Args) -> dict[str, Any] | None:
     return carry
 
 
-def _resolve_draft(draft: _Draft, folder: Path) -> Recipe:
+def _resolve_draft(draft: _Draft) -> Recipe:
     """Resolve the recipe the flags make; an error names args.yaml and the flag that gave the bad value."""
     try:
-        return _resolve_values(draft.values(), folder / "from-flags.yaml")
+        return _resolve_values(draft.values(), f"{draft.args.file} (the recipe from its flags)")
     except RecipeError as err:
         key = err.key or ""
         flags = next((draft.origin[k] for k in sorted(draft.origin, key=len, reverse=True)
                       if key == k or key.startswith(k + ".")), ())
         flag = next((f for f in flags if f in draft.args.values), flags[0] if flags else None)
-        raise RecipeError(f"{_message(err)} (from the recipe key {key or 'that it makes'})", file=draft.args.file,
+        raise RecipeError(f"{err.message} (from the recipe key {key or 'that it makes'})", file=draft.args.file,
                           line=draft.args.lines.get(flag) if flag else None, key=flag) from None
 
 
-def _resolve_values(values: Mapping[str, Any], path: Path, name: str = "imported") -> Recipe:
-    """Resolve recipe ``values`` (``name`` version 1) through a file at ``path``: what ``tricks-train`` will read."""
-    path.write_text(yaml.safe_dump(plain({"name": name, "version": 1, **values}), sort_keys=False))
-    return resolve(path)
-
-
-def _message(err: RecipeError) -> str:
-    """A RecipeError's message without the file, line and key it starts with."""
-    text = str(err)
-    where = (f"{err.file}" + (f":{err.line}" if err.line else "") + ": ") if err.file else ""
-    where += f"{err.key}: " if err.key else ""
-    return text[len(where):] if text.startswith(where) else text
+def _resolve_values(values: Mapping[str, Any], source: str, name: str = "imported") -> Recipe:
+    """Resolve recipe ``values`` (``name`` version 1) from their mapping, as ``tricks-train`` will read them;
+    ``source`` names it in errors."""
+    return resolve(plain({"name": name, "version": 1, **values}), source=source)
 
 
 def _reconcile(carry: Mapping[str, Any], drafted_values: Mapping[str, Any], drafted: Recipe,
@@ -860,7 +846,7 @@ def _reconcile(carry: Mapping[str, Any], drafted_values: Mapping[str, Any], draf
     keys = set(exported) | set(from_flags)
     wrong = matcher.wrong(exported, keys)
     if not wrong:
-        return {k: copy.deepcopy(source.data[k]) for k in VALUE_KEYS if k in source.data}, ident, (), []
+        return {k: copy.deepcopy(source.mapping[k]) for k in VALUE_KEYS if k in source.mapping}, ident, (), []
     changed = tuple(f"{k}: {_flow(exported.get(k, TIMM_TRAIN_DEFAULTS[k]))} in the recipe, "
                     f"{_flow(matcher.flags[k])} in args.yaml" for k in sorted(wrong))
     x = {k: copy.deepcopy(v) for k, v in drafted_values.items()}

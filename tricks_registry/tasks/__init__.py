@@ -22,6 +22,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from ..kinds import TASKS  # the recipe's ``task`` values, listed once
+
 if TYPE_CHECKING:
     from ..build import Components
     from ..distributed import DistInfo
@@ -29,9 +31,6 @@ if TYPE_CHECKING:
     from ..recipe import Recipe
 
 __all__ = ["Task", "TaskData", "task_for_recipe", "TASKS"]
-
-#: the recipe's ``task`` values
-TASKS = ("classification", "detection", "segmentation")
 
 
 @dataclass
@@ -43,7 +42,7 @@ class TaskData:
     classes: list[str]
     collate: Callable[[list[Any]], Any] | None = None
     bad_images: list[tuple[str, str]] = ()  # type: ignore[assignment]
-    #: how the image files were checked (a :class:`~tricks_registry.scan.ScanResult`), when they were scanned
+    #: how the image files were checked (a :class:`~tricks_registry.data.scan.ScanResult`), when they were scanned
     scan: Any = None
     val_batch_size: int | None = None  # None: the training batch size
 
@@ -95,7 +94,7 @@ def task_for_recipe(recipe: "Recipe", *, env: "DistInfo | None" = None, **option
 
     The task modules are imported here, on use: the transfer tasks bring torchvision's detection models,
     which a classification run never needs (start-up time)."""
-    kind = recipe.data.get("task", "classification")
+    kind = recipe.task
     if kind == "classification":
         from .classification import ClassificationTask
         return ClassificationTask(recipe, **options)

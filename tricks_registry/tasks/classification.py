@@ -86,16 +86,16 @@ def to_device_images(images: torch.Tensor | DeviceInput, device: torch.device,
 
 def train_transform(recipe: Recipe, pipeline: Pipeline) -> Any:
     """The training transform: timm's ``create_transform`` with the recipe's augmentation tricks."""
-    cfg = recipe.data["data"]
-    return build_train_transform(pipeline.sample_transforms, input_size=cfg["input_size"], mean=cfg["mean"],
-                                 std=cfg["std"], interpolation=cfg["interpolation"])
+    data = recipe.data
+    return build_train_transform(pipeline.sample_transforms, input_size=data.input_size, mean=data.mean,
+                                 std=data.std, interpolation=data.interpolation)
 
 
 def eval_transform(recipe: Recipe) -> Any:
     """The validation transform: resize to ``input_size / eval_crop_pct``, centre crop, normalise."""
-    cfg = recipe.data["data"]
-    return build_eval_transform(input_size=cfg["input_size"], mean=cfg["mean"], std=cfg["std"],
-                                crop_pct=cfg["eval_crop_pct"], interpolation=cfg["interpolation"])
+    data = recipe.data
+    return build_eval_transform(input_size=data.input_size, mean=data.mean, std=data.std,
+                                crop_pct=data.eval_crop_pct, interpolation=data.interpolation)
 
 
 class ClassificationTask:
@@ -124,13 +124,13 @@ class ClassificationTask:
 
     # ---- data and model
     def data(self, data_dir: str | None, pipeline: Pipeline, *, progress: bool) -> TaskData:
-        cfg = self.recipe.data["data"]
+        cfg = self.recipe.data
         bad_images: list[tuple[str, str]] = []
         if self.demo:
-            train_set, val_set = demo_datasets(seed=self.recipe.data["train"]["seed"])
+            train_set, val_set = demo_datasets(seed=self.recipe.train.seed)
         else:
             train_set, val_set, bad_images = open_datasets(
-                cfg.get("dataset", ""), data_dir, cfg["train_split"], cfg["val_split"], cfg["subset_per_class"],
+                cfg.dataset, data_dir, cfg.train_split, cfg.val_split, cfg.subset_per_class,
                 scan=self.scan_data, skip_bad=self.skip_bad_images, progress=progress)
         train_set.transform = train_transform(self.recipe, pipeline)
         val_set.transform = eval_transform(self.recipe)
@@ -190,6 +190,6 @@ class ClassificationTask:
 
     def summary_fields(self) -> dict[str, Any]:
         data = self._data
-        return {"model": self.recipe.data["model"]["name"], "num_classes": len(data.classes) if data else None,
+        return {"model": self.recipe.model.name, "num_classes": len(data.classes) if data else None,
                 "classes": data.classes if data else None, "demo": self.demo,
                 "bad_images_left_out": len(data.bad_images) if data else 0}

@@ -54,10 +54,10 @@ class DetectionTask(TransferTask):
         self.check_before_data(pipeline)
         if not data_dir:
             raise DataError("--data-dir is required: the VOCdevkit folder")
-        d, t = self.recipe.data["data"], self.recipe.data["transfer"]
-        train = voc.VOCDetection(data_dir, d["train_split"], keep_difficult=t["use_difficult"],
+        d, t = self.recipe.data, self.recipe.transfer
+        train = voc.VOCDetection(data_dir, d.train_split, keep_difficult=t.use_difficult,
                                  transforms=voc.detection_transforms(train=True), progress=progress)
-        val = voc.VOCDetection(data_dir, d["val_split"], keep_difficult=True,
+        val = voc.VOCDetection(data_dir, d.val_split, keep_difficult=True,
                                transforms=voc.detection_transforms(train=False), progress=progress)
         self._sizes, self._classes = f"{len(train)} train / {len(val)} val images", list(train.classes)
         return TaskData(train=train, val=val, classes=list(train.classes), collate=voc.collate)
@@ -78,4 +78,4 @@ class DetectionTask(TransferTask):
     def evaluate(self, model: nn.Module, loader: DataLoader, components: Components, env: DistInfo, *,
                  progress: bool) -> dict[str, float]:
         return evaluate_detection(model, loader, env.device, components.runtime, env, self.classes_count,
-                                  self.recipe.data["transfer"]["ap_metric"], progress)
+                                  self.recipe.transfer.ap_metric, progress)

@@ -66,18 +66,18 @@ class SegmentationTask(TransferTask):
 
     def __init__(self, recipe: Recipe, *, env: DistInfo | None = None) -> None:
         super().__init__(recipe, env=env)
-        self.sync_batchnorm = not recipe.data["backbone"]["frozen_bn"]
+        self.sync_batchnorm = not recipe.backbone.frozen_bn
 
     def data(self, data_dir: str | None, pipeline: Pipeline, *, progress: bool) -> TaskData:
         self.check_before_data(pipeline)
         if not data_dir:
             raise DataError("--data-dir is required: the ADEChallengeData2016 folder")
-        d, t = self.recipe.data["data"], self.recipe.data["transfer"]
-        common = dict(base_size=d["input_size"], crop_size=t["crop_size"], scale_range=t["scale_range"],
-                      mean=d["mean"], std=d["std"])
-        train = ade20k.ADE20KSegmentation(data_dir, d["train_split"],
+        d, t = self.recipe.data, self.recipe.transfer
+        common = dict(base_size=d.input_size, crop_size=t.crop_size, scale_range=t.scale_range,
+                      mean=d.mean, std=d.std)
+        train = ade20k.ADE20KSegmentation(data_dir, d.train_split,
                                           transforms=ade20k.segmentation_transforms(True, **common))
-        val = ade20k.ADE20KSegmentation(data_dir, d["val_split"],
+        val = ade20k.ADE20KSegmentation(data_dir, d.val_split,
                                         transforms=ade20k.segmentation_transforms(False, **common))
         self._classes = list(train.classes)
         self._sizes = f"{len(train)} train / {len(val)} val images"
@@ -93,7 +93,7 @@ class SegmentationTask(TransferTask):
     def losses(self, model: nn.Module, batch: Any, components: Components) -> dict[str, torch.Tensor]:
         images, labels = batch
         with autocast(components.runtime, images.device.type):
-            return segmentation_losses(model(images), labels, self.recipe.data["transfer"]["aux_weight"])
+            return segmentation_losses(model(images), labels, self.recipe.transfer.aux_weight)
 
     def evaluate(self, model: nn.Module, loader: DataLoader, components: Components, env: DistInfo, *,
                  progress: bool) -> dict[str, float]:

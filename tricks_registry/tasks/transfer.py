@@ -53,21 +53,20 @@ class TransferTask:
 
     def __init__(self, recipe: Recipe, *, env: DistInfo | None = None) -> None:
         self.recipe, self.env = recipe, env
-        cfg = recipe.data
-        if cfg["transfer"]["dataset"] != self.dataset:
-            raise RecipeError(f"transfer.dataset: a {self.name} recipe trains on {self.dataset}, "
-                              f"not {cfg['transfer']['dataset']}")
-        self.eval_every = cfg["transfer"]["eval_every"]
+        if recipe.transfer.dataset != self.dataset:
+            raise RecipeError(f"a {self.name} recipe trains on {self.dataset}, not {recipe.transfer.dataset}",
+                              key="transfer.dataset")
+        self.eval_every = recipe.transfer.eval_every
         self.weights_meta = (self.best_metric,)
         self._sizes, self._classes = "", []
 
     def check_before_data(self, pipeline: Pipeline) -> None:
         """What can be refused before any data is read: classification tricks, an unset backbone."""
         refuse_classification_tricks(pipeline, self.name)
-        backbone_weights_spec(self.recipe.data["backbone"])
+        backbone_weights_spec(self.recipe.mapping["backbone"])
 
     def build_model(self, pipeline: Pipeline, num_classes: int, *, load_weights: bool) -> nn.Module:
-        model = build_transfer_model(self.recipe.data, num_classes, load_weights=load_weights)
+        model = build_transfer_model(self.recipe.mapping, num_classes, load_weights=load_weights)
         env = self.env
         if self.sync_batchnorm and env is not None and env.distributed and env.device.type == "cuda":
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # BN statistics over the global batch
@@ -78,7 +77,7 @@ class TransferTask:
         ``head_lr_mult``, which the schedules honour as timm's do)."""
         groups = parameter_groups(model.backbone.body, pipeline, weight_decay)
         heads = parameter_groups(nn.ModuleList(head_modules(model)), pipeline, weight_decay)
-        head_lr_mult = self.recipe.data["transfer"]["head_lr_mult"]
+        head_lr_mult = self.recipe.transfer.head_lr_mult
         if head_lr_mult != 1.0:
             heads = [dict(g, lr_scale=head_lr_mult) for g in heads]
         return [g for g in groups + heads if len(list(g["params"]))]
@@ -87,8 +86,8 @@ class TransferTask:
         return len(batch[0])
 
     def describe(self) -> str:
-        cfg = self.recipe.data
-        return (f"{self.name}: {cfg['model']['name']} on {cfg['backbone']['model']} ({cfg['backbone']['weights']}) "
+        recipe = self.recipe
+        return (f"{self.name}: {recipe.model.name} on {recipe.backbone.model} ({recipe.backbone.weights}) "
                 f"| {self._sizes}")
 
     def scores(self, row: dict[str, Any]) -> str:
@@ -96,10 +95,10 @@ class TransferTask:
         return f"{self.best_metric} {value:.2f}" if value is not None else "(not evaluated)"
 
     def summary_fields(self) -> dict[str, Any]:
-        cfg = self.recipe.data
-        return {"task": self.name, "model": cfg["model"]["name"], "backbone": cfg["backbone"]["model"],
-                "backbone_weights": cfg["backbone"]["weights"], "backbone_source": cfg["backbone"]["source"],
-                "dataset": cfg["transfer"]["dataset"], "num_classes": self.classes_count,
+        recipe = self.recipe
+        return {"task": self.name, "model": recipe.model.name, "backbone": recipe.backbone.model,
+                "backbone_weights": recipe.backbone.weights, "backbone_source": recipe.backbone.source,
+                "dataset": recipe.transfer.dataset, "num_classes": self.classes_count,
                 "classes": list(self._classes)}
 
     def training_losses(self, model: nn.Module, batch: Any, components: Components) -> dict[str, torch.Tensor]:

@@ -144,7 +144,7 @@ def create_body(backbone: Mapping[str, Any], *, output_stride: int | None = None
     try:
         check_model_name(arch)
     except RecipeError as err:
-        raise RecipeError(str(err).replace("model.name:", "backbone.model:", 1)) from None
+        raise RecipeError(err.message, file=err.file, line=err.line, key="backbone.model") from None
     kwargs = dict(backbone.get("kwargs") or {})
     if output_stride is not None and output_stride != 32:
         kwargs["output_stride"] = output_stride
