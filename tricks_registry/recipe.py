@@ -350,8 +350,10 @@ def find_recipe_file(ref: str) -> Path:
 
 @dataclasses.dataclass
 class _Loaded:
+    """One recipe of an ``extends`` chain: its mapping, the line of each key path, the file (or source) it came from."""
+
     data: dict[str, Any]
-    lines: dict[tuple[str, ...], int]
+    lines: dict[tuple[str, ...], int | None]  # None: a key of a mapping given as the recipe (no file, no line)
     file: str
 
 
@@ -571,6 +573,17 @@ def _is_resolved(chain: list[_Loaded]) -> bool:
     return len(chain) == 1 and isinstance(data.get("lineage"), list) and isinstance(data.get("derived"), dict)
 
 
+def _key_paths(data: Mapping[str, Any], path: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+    """Every key path of a mapping given as a recipe, with no line: an error about one names the mapping's source
+    (not the line of a file it extends that set the key too)."""
+    out: dict[tuple[str, ...], Any] = {}
+    for key, value in data.items():
+        out[path + (str(key),)] = None
+        if isinstance(value, Mapping):
+            out.update(_key_paths(value, path + (str(key),)))
+    return out
+
+
 def resolve(ref: str | Path | Mapping[str, Any], overrides: Iterable[str] = (), *, demo: bool = False,
             source: str | None = None) -> Recipe:
     """Resolve a recipe: inheritance merge, the ``demo`` block if asked, ``--set`` overrides, validation,
@@ -586,7 +599,7 @@ def resolve(ref: str | Path | Mapping[str, Any], overrides: Iterable[str] = (), 
         path = source or "<mapping>"
         if not isinstance(ref, dict):
             ref = dict(ref)
-        chain = _chain(_Loaded(copy.deepcopy(ref), {}, path), Path("."), path)
+        chain = _chain(_Loaded(copy.deepcopy(ref), _key_paths(ref), path), Path("."), path)
     else:
         file = find_recipe_file(str(ref)) if not isinstance(ref, Path) else ref
         path = str(file)
