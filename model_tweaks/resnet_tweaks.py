@@ -1,7 +1,8 @@
 """ResNet-A/B/C/D (He et al. 2019, section 4, Figure 2 and Table 5) registered into timm's model registry.
 
-Every variant is timm's own :class:`timm.models.resnet.ResNet`; only the block or the stem/shortcut
-arguments differ, so the B, C and D variants have exactly the parameter names and shapes of timm's
+Every variant is timm's own :class:`timm.models.resnet.ResNet`, built by an explicit ``@register_model``
+entry point (``def resnet50_v1d(pretrained=False, **kwargs)``, as in timm's ``resnet.py``); only the block or the
+stem/shortcut arguments differ, so the B, C and D variants have exactly the parameter names and shapes of timm's
 ``resnet{depth}``, ``resnet{depth}c`` and ``resnet{depth}d`` and load their weights strictly:
 
 ============  ==========================================================  ==========================
@@ -24,7 +25,7 @@ paper's baseline) unless ``zero_init_last=True`` is passed.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Dict
+from typing import Any, Dict
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
@@ -38,7 +39,13 @@ DEPTHS: Dict[int, tuple[int, int, int, int]] = {
 VARIANTS = ("a", "b", "c", "d")
 
 #: Our name -> timm's native name of the same network (None: timm has no such network).
-TIMM_EQUIVALENT: Dict[str, str | None] = {}
+TIMM_EQUIVALENT: Dict[str, str | None] = {
+    "resnet18_v1a": "resnet18", "resnet18_v1b": "resnet18", "resnet18_v1c": None, "resnet18_v1d": "resnet18d",
+    "resnet34_v1a": "resnet34", "resnet34_v1b": "resnet34", "resnet34_v1c": None, "resnet34_v1d": "resnet34d",
+    "resnet50_v1a": None, "resnet50_v1b": "resnet50", "resnet50_v1c": "resnet50c", "resnet50_v1d": "resnet50d",
+    "resnet101_v1a": None, "resnet101_v1b": "resnet101", "resnet101_v1c": "resnet101c", "resnet101_v1d": "resnet101d",
+    "resnet152_v1a": None, "resnet152_v1b": "resnet152", "resnet152_v1c": "resnet152c", "resnet152_v1d": "resnet152d",
+}
 
 #: depths for which timm hosts the GluonCV weights the paper's authors published, per variant
 _GLUON_DEPTHS = {"b": (18, 34, 50, 101, 152), "c": (50, 101, 152), "d": (50, 101, 152)}
@@ -62,7 +69,8 @@ class BottleneckA(Bottleneck):
 
 
 def variant_args(depth: int, variant: str) -> Dict[str, Any]:
-    """The :class:`timm.models.resnet.ResNet` arguments of ResNet-{depth}-{variant}."""
+    """The :class:`timm.models.resnet.ResNet` arguments of ResNet-{depth}-{variant}: the rule that the 20 entry
+    points below write out (``tests/test_model_tweaks.py`` checks that they agree)."""
     if depth not in DEPTHS:
         raise ValueError(f"depth {depth} is not one of {sorted(DEPTHS)}")
     if variant not in VARIANTS:
@@ -87,13 +95,6 @@ def _cfg(**kwargs: Any) -> Dict[str, Any]:
         "license": "apache-2.0", "paper_ids": "arXiv:1812.01187",
         **kwargs,
     }
-
-
-def _timm_name(depth: int, variant: str) -> str | None:
-    """timm's own name for the same network, or None where timm registers none (A at 50+, C at 18 and 34)."""
-    if (variant == "a" and depth >= 50) or (variant == "c" and depth < 50):
-        return None
-    return f"resnet{depth}" + {"a": "", "b": "", "c": "c", "d": "d"}[variant]
 
 
 #: Environment variable naming the Hub organisation (or user) that hosts weights trained with our recipes.
@@ -124,7 +125,7 @@ def _default_cfgs() -> Dict[str, Any]:
                 # The GluonCV weights of the paper's authors, as timm hosts them (same parameter names).
                 cfgs[f"{name}.gluon_in1k"] = _cfg(
                     first_conv=first_conv, interpolation="bicubic",
-                    hf_hub_id=f"timm/{_timm_name(depth, variant)}.gluon_in1k",
+                    hf_hub_id=f"timm/{TIMM_EQUIVALENT[name]}.gluon_in1k",
                     origin_url="https://cv.gluon.ai/model_zoo/classification.html")
     return cfgs
 
@@ -132,24 +133,228 @@ def _default_cfgs() -> Dict[str, Any]:
 default_cfgs = generate_default_cfgs(_default_cfgs())
 
 
-def _make_entrypoint(depth: int, variant: str) -> Callable[..., ResNet]:
-    name = f"resnet{depth}_v1{variant}"
-    same = " (the same network as ResNet-B at this depth: basic blocks have no 1x1 conv)" \
-        if variant == "a" and depth < 50 else ""
-
-    def entrypoint(pretrained: bool = False, **kwargs: Any) -> ResNet:
-        return build_model_with_cfg(ResNet, name, pretrained, **dict(variant_args(depth, variant), **kwargs))
-
-    entrypoint.__name__ = entrypoint.__qualname__ = name
-    entrypoint.__module__ = __name__
-    entrypoint.__doc__ = (f"ResNet-{depth}-{variant.upper()} (He et al. 2019, section 4){same}. "
-                          f"BN gamma starts at 1; pass zero_init_last=True for the zero-gamma trick.")
-    return entrypoint
+def _create_resnet(variant: str, pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """timm's :class:`ResNet` named ``variant``, built by timm's ``build_model_with_cfg`` (its default config, its
+    weights when ``pretrained``); BN gamma starts at 1 unless ``zero_init_last=True`` is passed."""
+    kwargs.setdefault("zero_init_last", False)
+    return build_model_with_cfg(ResNet, variant, pretrained, **kwargs)
 
 
-for _depth in DEPTHS:
-    for _variant in VARIANTS:
-        _fn = _make_entrypoint(_depth, _variant)
-        globals()[_fn.__name__] = register_model(_fn)
-        TIMM_EQUIVALENT[_fn.__name__] = _timm_name(_depth, _variant)
-del _depth, _variant, _fn
+@register_model
+def resnet18_v1a(pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-18-A (section 4, Figure 2a): the same network as ResNet-18-B (basic blocks have no 1x1 conv).
+
+    The network and parameter names of timm's ``resnet18``.
+    BN gamma starts at 1; ``zero_init_last=True`` starts it at 0 (the zero-gamma trick).
+    """
+    model_args = dict(block=BasicBlock, layers=(2, 2, 2, 2))
+    return _create_resnet("resnet18_v1a", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def resnet18_v1b(pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-18-B (section 4.1): torchvision's ``resnet18``.
+
+    The network and parameter names of timm's ``resnet18``.
+    BN gamma starts at 1; ``zero_init_last=True`` starts it at 0 (the zero-gamma trick).
+    """
+    model_args = dict(block=BasicBlock, layers=(2, 2, 2, 2))
+    return _create_resnet("resnet18_v1b", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def resnet18_v1c(pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-18-C (section 4.2): ResNet-B with three 3x3 convs (32-32-64) for the 7x7 stem.
+
+    No timm network is the same.
+    BN gamma starts at 1; ``zero_init_last=True`` starts it at 0 (the zero-gamma trick).
+    """
+    model_args = dict(block=BasicBlock, layers=(2, 2, 2, 2), stem_width=32, stem_type="deep")
+    return _create_resnet("resnet18_v1c", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def resnet18_v1d(pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-18-D (section 4.3): ResNet-C with a 2x2 average pool before the strided shortcut's 1x1 conv.
+
+    The network and parameter names of timm's ``resnet18d``.
+    BN gamma starts at 1; ``zero_init_last=True`` starts it at 0 (the zero-gamma trick).
+    """
+    model_args = dict(block=BasicBlock, layers=(2, 2, 2, 2), stem_width=32, stem_type="deep", avg_down=True)
+    return _create_resnet("resnet18_v1d", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def resnet34_v1a(pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-34-A (section 4, Figure 2a): the same network as ResNet-34-B (basic blocks have no 1x1 conv).
+
+    The network and parameter names of timm's ``resnet34``.
+    BN gamma starts at 1; ``zero_init_last=True`` starts it at 0 (the zero-gamma trick).
+    """
+    model_args = dict(block=BasicBlock, layers=(3, 4, 6, 3))
+    return _create_resnet("resnet34_v1a", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def resnet34_v1b(pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-34-B (section 4.1): torchvision's ``resnet34``.
+
+    The network and parameter names of timm's ``resnet34``.
+    BN gamma starts at 1; ``zero_init_last=True`` starts it at 0 (the zero-gamma trick).
+    """
+    model_args = dict(block=BasicBlock, layers=(3, 4, 6, 3))
+    return _create_resnet("resnet34_v1b", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def resnet34_v1c(pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-34-C (section 4.2): ResNet-B with three 3x3 convs (32-32-64) for the 7x7 stem.
+
+    No timm network is the same.
+    BN gamma starts at 1; ``zero_init_last=True`` starts it at 0 (the zero-gamma trick).
+    """
+    model_args = dict(block=BasicBlock, layers=(3, 4, 6, 3), stem_width=32, stem_type="deep")
+    return _create_resnet("resnet34_v1c", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def resnet34_v1d(pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-34-D (section 4.3): ResNet-C with a 2x2 average pool before the strided shortcut's 1x1 conv.
+
+    The network and parameter names of timm's ``resnet34d``.
+    BN gamma starts at 1; ``zero_init_last=True`` starts it at 0 (the zero-gamma trick).
+    """
+    model_args = dict(block=BasicBlock, layers=(3, 4, 6, 3), stem_width=32, stem_type="deep", avg_down=True)
+    return _create_resnet("resnet34_v1d", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def resnet50_v1a(pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-50-A (section 4, Figure 2a), the original ResNet: stride 2 in the first 1x1 conv.
+
+    The parameter names and shapes of timm's ``resnet50``.
+    BN gamma starts at 1; ``zero_init_last=True`` starts it at 0 (the zero-gamma trick).
+    """
+    model_args = dict(block=BottleneckA, layers=(3, 4, 6, 3))
+    return _create_resnet("resnet50_v1a", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def resnet50_v1b(pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-50-B (section 4.1): stride 2 in the 3x3 conv, as in torchvision's ``resnet50``.
+
+    The network and parameter names of timm's ``resnet50``.
+    BN gamma starts at 1; ``zero_init_last=True`` starts it at 0 (the zero-gamma trick).
+    """
+    model_args = dict(block=Bottleneck, layers=(3, 4, 6, 3))
+    return _create_resnet("resnet50_v1b", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def resnet50_v1c(pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-50-C (section 4.2): ResNet-B with three 3x3 convs (32-32-64) for the 7x7 stem.
+
+    The network and parameter names of timm's ``resnet50c``.
+    BN gamma starts at 1; ``zero_init_last=True`` starts it at 0 (the zero-gamma trick).
+    """
+    model_args = dict(block=Bottleneck, layers=(3, 4, 6, 3), stem_width=32, stem_type="deep")
+    return _create_resnet("resnet50_v1c", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def resnet50_v1d(pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-50-D (section 4.3): ResNet-C with a 2x2 average pool before the strided shortcut's 1x1 conv.
+
+    The network and parameter names of timm's ``resnet50d``.
+    BN gamma starts at 1; ``zero_init_last=True`` starts it at 0 (the zero-gamma trick).
+    """
+    model_args = dict(block=Bottleneck, layers=(3, 4, 6, 3), stem_width=32, stem_type="deep", avg_down=True)
+    return _create_resnet("resnet50_v1d", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def resnet101_v1a(pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-101-A (section 4, Figure 2a), the original ResNet: stride 2 in the first 1x1 conv.
+
+    The parameter names and shapes of timm's ``resnet101``.
+    BN gamma starts at 1; ``zero_init_last=True`` starts it at 0 (the zero-gamma trick).
+    """
+    model_args = dict(block=BottleneckA, layers=(3, 4, 23, 3))
+    return _create_resnet("resnet101_v1a", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def resnet101_v1b(pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-101-B (section 4.1): stride 2 in the 3x3 conv, as in torchvision's ``resnet101``.
+
+    The network and parameter names of timm's ``resnet101``.
+    BN gamma starts at 1; ``zero_init_last=True`` starts it at 0 (the zero-gamma trick).
+    """
+    model_args = dict(block=Bottleneck, layers=(3, 4, 23, 3))
+    return _create_resnet("resnet101_v1b", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def resnet101_v1c(pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-101-C (section 4.2): ResNet-B with three 3x3 convs (32-32-64) for the 7x7 stem.
+
+    The network and parameter names of timm's ``resnet101c``.
+    BN gamma starts at 1; ``zero_init_last=True`` starts it at 0 (the zero-gamma trick).
+    """
+    model_args = dict(block=Bottleneck, layers=(3, 4, 23, 3), stem_width=32, stem_type="deep")
+    return _create_resnet("resnet101_v1c", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def resnet101_v1d(pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-101-D (section 4.3): ResNet-C with a 2x2 average pool before the strided shortcut's 1x1 conv.
+
+    The network and parameter names of timm's ``resnet101d``.
+    BN gamma starts at 1; ``zero_init_last=True`` starts it at 0 (the zero-gamma trick).
+    """
+    model_args = dict(block=Bottleneck, layers=(3, 4, 23, 3), stem_width=32, stem_type="deep", avg_down=True)
+    return _create_resnet("resnet101_v1d", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def resnet152_v1a(pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-152-A (section 4, Figure 2a), the original ResNet: stride 2 in the first 1x1 conv.
+
+    The parameter names and shapes of timm's ``resnet152``.
+    BN gamma starts at 1; ``zero_init_last=True`` starts it at 0 (the zero-gamma trick).
+    """
+    model_args = dict(block=BottleneckA, layers=(3, 8, 36, 3))
+    return _create_resnet("resnet152_v1a", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def resnet152_v1b(pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-152-B (section 4.1): stride 2 in the 3x3 conv, as in torchvision's ``resnet152``.
+
+    The network and parameter names of timm's ``resnet152``.
+    BN gamma starts at 1; ``zero_init_last=True`` starts it at 0 (the zero-gamma trick).
+    """
+    model_args = dict(block=Bottleneck, layers=(3, 8, 36, 3))
+    return _create_resnet("resnet152_v1b", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def resnet152_v1c(pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-152-C (section 4.2): ResNet-B with three 3x3 convs (32-32-64) for the 7x7 stem.
+
+    The network and parameter names of timm's ``resnet152c``.
+    BN gamma starts at 1; ``zero_init_last=True`` starts it at 0 (the zero-gamma trick).
+    """
+    model_args = dict(block=Bottleneck, layers=(3, 8, 36, 3), stem_width=32, stem_type="deep")
+    return _create_resnet("resnet152_v1c", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def resnet152_v1d(pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-152-D (section 4.3): ResNet-C with a 2x2 average pool before the strided shortcut's 1x1 conv.
+
+    The network and parameter names of timm's ``resnet152d``.
+    BN gamma starts at 1; ``zero_init_last=True`` starts it at 0 (the zero-gamma trick).
+    """
+    model_args = dict(block=Bottleneck, layers=(3, 8, 36, 3), stem_width=32, stem_type="deep", avg_down=True)
+    return _create_resnet("resnet152_v1d", pretrained, **dict(model_args, **kwargs))

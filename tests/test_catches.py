@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import timm
+import model_tweaks  # noqa: F401  (registers resnet*_v1a/b/c/d into timm)
 import torch
 import yaml
 from PIL import Image

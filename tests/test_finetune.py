@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import timm
+import model_tweaks  # noqa: F401  (registers resnet*_v1a/b/c/d into timm)
 import torch
 from safetensors.torch import load_file
 

@@ -30,6 +30,19 @@ def test_no_timm_name_overwritten():
         assert timm.models.model_entrypoint(timm_name).__module__ == "timm.models.resnet"
 
 
+def test_each_entry_point_writes_out_the_variant_rule(monkeypatch):
+    """The 20 explicit ``@register_model`` builders pass timm's ResNet what ``variant_args`` says (gamma 1 included)."""
+    from model_tweaks import resnet_tweaks
+
+    seen = {}
+    monkeypatch.setattr(resnet_tweaks, "build_model_with_cfg",
+                        lambda cls, name, pretrained, **kwargs: seen.setdefault(name, (cls, pretrained, kwargs)))
+    for name in ALL_NAMES:
+        depth, variant = int(name[len("resnet"):name.index("_")]), name[-1]
+        timm.models.model_entrypoint(name)()
+        assert seen[name] == (timm.models.resnet.ResNet, False, resnet_tweaks.variant_args(depth, variant)), name
+
+
 @pytest.mark.parametrize("name", ALL_NAMES)
 @torch.no_grad()
 def test_builds_and_runs_forward(name):

@@ -109,7 +109,7 @@ def test_recipe_show_of_a_distillation_recipe_checks_the_teacher_with_timm_once(
 
 def test_import_tricks_registry_still_registers_the_variants_into_timm():
     code = ("import sys, tricks_registry; assert 'timm' not in sys.modules and 'torch' not in sys.modules; "
-            "import timm; m = timm.create_model('resnet18_v1d', num_classes=3); print(type(m).__name__, "
+            "import timm, model_tweaks; m = timm.create_model('resnet18_v1d', num_classes=3); print(type(m).__name__, "
             "timm.is_model('resnet50_v1a'))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert proc.returncode == 0 and proc.stdout.split() == ["ResNet", "True"], proc.stderr

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import model_tweaks  # noqa: F401  (registers resnet*_v1a/b/c/d into timm)
 import torch
 from PIL import Image, ImageDraw
 

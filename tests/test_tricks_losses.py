@@ -11,7 +11,8 @@ from torch import nn
 
 import tricks_registry
 from tricks_registry import TrickError, build_trick, compose, get_trick
-from tricks_registry.tricks.losses import distillation_loss, hard_to_soft, make_criterion
+from tricks_registry.tricks.criterion import hard_to_soft
+from tricks_registry.tricks.losses import distillation_loss, make_criterion
 
 K = 7
 

@@ -8,6 +8,7 @@ import re
 
 import pytest
 import timm
+import model_tweaks  # noqa: F401  (registers resnet*_v1a/b/c/d into timm)
 import torch
 import torchvision
 from torch import nn
@@ -15,7 +16,7 @@ from torch import nn
 import tricks_registry
 from tricks_registry import TrickError, build_trick, compose
 from tricks_registry.parts import ModelTransform
-from tricks_registry.tricks.model_surgery import ICLayer
+from tricks_registry.tricks.layers import ICLayer
 
 # timm's ResNets zero-initialise the last BNs by default; build them at the paper's baseline (gamma = 1)
 # so that zero_gamma has something to change.

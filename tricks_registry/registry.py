@@ -11,19 +11,16 @@ training pipeline it fills. Register one with::
         '''Cosine learning-rate decay (paper section 5.1, eq. 1).'''
         ...
 
-Third-party packages register tricks the same way; to have them found without an explicit import,
-they declare an entry point in the ``timm_tricks.tricks`` group that names the module to import.
-
-The built-in tricks (:mod:`tricks_registry.tricks`) and the entry points load on the first look-up
-(:func:`get_trick`, :func:`list_tricks`, :func:`build_trick`). A trick module imports torch, torchvision and
-timm through :func:`lazy_import`, so listing the tricks, showing one and building the parts of a recipe (what
-resolving a recipe does) run without them: they load when a part is first used on a model or a batch.
+The built-in tricks (:mod:`tricks_registry.tricks`) register when that package is imported, which
+``import tricks_registry`` does (as ``import timm`` imports its models); this module knows nothing of them.
+Third-party packages register tricks the same way; to have them found without an explicit import, they declare
+an entry point in the ``timm_tricks.tricks`` group that names the module to import: those load on the first
+look-up (:func:`get_trick`, :func:`list_tricks`, :func:`build_trick`).
 """
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import importlib
 import inspect
 import types
 import typing
@@ -35,7 +32,7 @@ from .errors import TrickError
 
 __all__ = [
     "KINDS", "ENTRY_POINT_GROUP", "TrickError", "ParamSpec", "TrickSpec",
-    "register_trick", "get_trick", "list_tricks", "build_trick", "check_param", "lazy_import",
+    "register_trick", "get_trick", "list_tricks", "build_trick", "check_param",
 ]
 
 #: The kinds of trick, in the order the paper introduces them.
@@ -116,34 +113,6 @@ class TrickSpec:
 
 _TRICKS: dict[str, TrickSpec] = {}
 _entry_points_loaded = False
-_builtins_loaded = False
-
-
-class _LazyModule:
-    """A stand-in for a module that imports it on the first attribute read (then keeps it); see
-    :func:`lazy_import`. Not put in ``sys.modules``: until then the module is simply not imported."""
-
-    def __init__(self, name: str) -> None:
-        self.__dict__["_lazy_name"] = name
-
-    def __getattr__(self, attr: str) -> Any:
-        module = self.__dict__.get("_lazy_module")
-        if module is None:
-            module = self.__dict__["_lazy_module"] = importlib.import_module(self._lazy_name)
-        return getattr(module, attr)
-
-    def __repr__(self) -> str:
-        return f"<lazy module {self._lazy_name!r}>"
-
-
-def lazy_import(name: str) -> Any:
-    """``torch = lazy_import("torch")``: a module that is imported when one of its attributes is first read.
-
-    Trick modules import torch, torchvision and timm this way, so that registering, listing and building tricks
-    (resolving a recipe) does not pay their start-up (seconds); a part's code pays it when it first runs. A name
-    needed when the module itself runs (a base class) must be made inside a function instead.
-    """
-    return _LazyModule(name)
 
 
 def register_trick(name: str, *, kind: str, section: str, implemented_by: str) -> Callable:
@@ -259,11 +228,8 @@ def _suggest(name: str, candidates: Iterable[str]) -> str:
 
 
 def _load_entry_points() -> None:
-    """The built-in tricks, then every plugin's (once)."""
-    global _builtins_loaded, _entry_points_loaded
-    if not _builtins_loaded:
-        _builtins_loaded = True
-        importlib.import_module("tricks_registry.tricks")  # registers the built-in tricks
+    """Import every plugin named in the ``timm_tricks.tricks`` entry-point group (once)."""
+    global _entry_points_loaded
     if _entry_points_loaded:
         return
     _entry_points_loaded = True

@@ -14,16 +14,13 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Callable, Literal, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Literal, NamedTuple, Sequence
 
 from ..parts import SampleTransform, TimmArgs, merge_timm_kwargs
-from ..registry import TrickError, check_param, lazy_import, register_trick
+from ..registry import TrickError, check_param, register_trick
 
-# loaded when a transform is first built or run (the tricks of the published recipes build their parts without
-# them; autoaugment, randaugment, random_erasing and random_rotation ask timm / torchvision when built)
-torch = lazy_import("torch")
-T = lazy_import("torchvision.transforms")
-timm_data = lazy_import("timm.data")
+if TYPE_CHECKING:  # annotations only: the functions import torch, torchvision and timm where they run
+    import torch
 
 __all__ = [
     "merge_timm_kwargs", "IMAGENET_PCA_EIGVAL", "IMAGENET_PCA_EIGVEC",
@@ -59,6 +56,8 @@ def apply_pca_lighting(img: torch.Tensor, alpha: torch.Tensor,
 
     Pure: returns a new tensor. ``eigval``/``eigvec`` default to the ImageNet values.
     """
+    import torch
+
     if img.dim() < 3 or img.shape[-3] != 3:
         raise ValueError(f"PCA lighting needs an RGB image (..., 3, H, W), got shape {tuple(img.shape)}")
     eigval = torch.as_tensor(IMAGENET_PCA_EIGVAL if eigval is None else eigval, dtype=img.dtype,
@@ -84,10 +83,14 @@ class PCALighting:
 
     @functools.cached_property
     def eigval(self) -> torch.Tensor:
+        import torch
+
         return torch.tensor(self._eig[0], dtype=torch.float32)
 
     @functools.cached_property
     def eigvec(self) -> torch.Tensor:
+        import torch
+
         return torch.tensor(self._eig[1], dtype=torch.float32)
 
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
@@ -97,6 +100,8 @@ class PCALighting:
     def draw_shift(self) -> torch.Tensor | None:
         """The RGB offset (float32, shape 3) that :meth:`__call__` adds, drawn from the same RNG in the same way
         (None when ``std`` is 0): a data-loader worker draws it, the device adds it (:class:`DeviceNormalize`)."""
+        import torch
+
         if self.std == 0:
             return None
         alpha = torch.normal(0.0, self.std, size=(3,), generator=self.generator)
@@ -141,6 +146,8 @@ class Cutout:
         self.generator = generator
 
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        import torch
+
         h, w = img.shape[-2], img.shape[-1]
         cy = int(torch.randint(0, h, (1,), generator=self.generator))
         cx = int(torch.randint(0, w, (1,), generator=self.generator))
@@ -314,6 +321,8 @@ def random_rotation(*, degrees: float = 15.0) -> SampleTransform:
 
     Not one of the paper's tricks; torchvision's ``RandomRotation`` (bilinear, zero fill) on the PIL image.
     """
+    from torchvision import transforms as T
+
     check_param(0.0 <= degrees <= 180.0, "random_rotation", "degrees", f"must be in [0, 180], got {degrees}")
     return SampleTransform(
         transform=T.RandomRotation(degrees, interpolation=T.InterpolationMode.BILINEAR), stage="pil",
@@ -338,6 +347,9 @@ def build_train_transform(sample_transforms: Sequence[SampleTransform], *, input
     add both). With AutoAugment/RandAugment timm drops colour jitter unless forced, so it is forced
     when ``color_jitter`` is listed.
     """
+    from torchvision import transforms as T
+    import timm.data as timm_data
+
     from timm.data.transforms import RandomResizedCropAndInterpolation, str_to_interp_mode
     from timm.data.transforms_factory import transforms_imagenet_train
 
@@ -387,6 +399,8 @@ def build_eval_transform(*, input_size: int, mean: Sequence[float], std: Sequenc
     He et al. 2019, section 2.1 (resize to 256, centre crop 224: ``crop_pct = 224 / 256 = 0.875``);
     ``timm.data.create_transform(is_training=False)`` does the work.
     """
+    import timm.data as timm_data
+
     check_param(0.0 < crop_pct <= 1.0, "build_eval_transform", "crop_pct", f"must be in (0, 1], got {crop_pct}")
     return timm_data.create_transform(input_size=input_size, is_training=False, crop_pct=crop_pct,
                             interpolation=interpolation, mean=tuple(mean), std=tuple(std))
@@ -411,9 +425,13 @@ class ToDeviceInput:
     conversion in the worker, and a host-to-device copy four times smaller."""
 
     def __init__(self, pil_steps: Sequence[Callable], lighting: "PCALighting | None" = None):
+        from torchvision import transforms as T
+
         self.pil_steps, self.lighting = T.Compose(list(pil_steps)), lighting
 
     def __call__(self, img: Any) -> DeviceInput:
+        import torch
+
         import numpy as np
 
         img = self.pil_steps(img)
@@ -435,6 +453,8 @@ class DeviceNormalize:
         self._on: dict[tuple[Any, Any], tuple[torch.Tensor, torch.Tensor]] = {}  # (device, dtype) -> mean, std
 
     def __call__(self, batch: DeviceInput) -> torch.Tensor:
+        import torch
+
         x = batch.pixels.to(torch.get_default_dtype()).div(255)
         if batch.shift.numel():
             x = x + batch.shift.view(-1, 3, 1, 1).to(x)
@@ -450,6 +470,9 @@ def split_for_device(transform: Any) -> tuple[ToDeviceInput, DeviceNormalize] | 
     """A train or eval transform (a ``Compose`` ending ``ToTensor, [PCALighting], Normalize``) split at ToTensor
     into the worker's part and the device's part; None when anything else follows ToTensor (random erasing,
     cutout, another tensor-stage transform): that transform stays whole, on the CPU."""
+    import torch
+    from torchvision import transforms as T
+
     steps = list(getattr(transform, "transforms", ()))
     at = next((i for i, t in enumerate(steps) if type(t).__name__ in ("ToTensor", "MaybeToTensor")), None)
     if at is None:

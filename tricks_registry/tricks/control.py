@@ -9,13 +9,14 @@ evaluation and stops when it returns True).
 from __future__ import annotations
 
 import math
-from typing import Any, Literal, Mapping
+from typing import TYPE_CHECKING, Any, Literal, Mapping
 
 from ..parts import EarlyStoppingSettings, EmaSettings, Runtime, RuntimeSettings
-from ..registry import check_param, lazy_import, register_trick
+from ..registry import check_param, register_trick
 
-torch = lazy_import("torch")              # loaded when the loop makes the EMA: the tricks need neither
-timm_utils = lazy_import("timm.utils")
+if TYPE_CHECKING:  # annotations only: the functions import torch, torchvision and timm where they run
+    import torch
+    import timm.utils as timm_utils
 
 __all__ = ["EarlyStopping", "is_improvement", "make_ema", "make_early_stopping"]
 
@@ -63,6 +64,9 @@ def make_ema(model: "torch.nn.Module", runtime: RuntimeSettings,
     averaged model to evaluate. Build it after :func:`~.efficiency.prepare_model`'s memory-format
     change but from the uncompiled module.
     """
+    import torch
+    import timm.utils as timm_utils
+
     settings = runtime.ema
     if settings is None:
         return None

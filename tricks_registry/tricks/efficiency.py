@@ -9,13 +9,14 @@ made) and :func:`prepare_input` on every batch.
 from __future__ import annotations
 
 import contextlib
-from typing import ContextManager, Literal
+from typing import TYPE_CHECKING, ContextManager, Literal
 
 from ..parts import AmpSettings, CompileSettings, Runtime, RuntimeSettings
-from ..registry import lazy_import, register_trick
+from ..registry import register_trick
 
-torch = lazy_import("torch")  # loaded when the loop applies the settings: the tricks need it not
-nn = lazy_import("torch.nn")
+if TYPE_CHECKING:  # annotations only: the functions import torch, torchvision and timm where they run
+    import torch
+    from torch import nn
 
 __all__ = ["autocast", "grad_scaler", "prepare_model", "prepare_input", "amp_dtype"]
 
@@ -61,11 +62,15 @@ def compile_model(*, mode: Literal["default", "reduce-overhead", "max-autotune",
 # ---------------------------------------------------------------------------------------------
 
 def _device_type(device_type: str | torch.device) -> str:
+    import torch
+
     return torch.device(device_type).type
 
 
 def amp_dtype(runtime: RuntimeSettings, device_type: str | torch.device) -> torch.dtype | None:
     """The autocast dtype the runtime asks for on ``device_type``, or None when amp is off."""
+    import torch
+
     settings = runtime.amp
     if settings is None:
         return None
@@ -74,6 +79,8 @@ def amp_dtype(runtime: RuntimeSettings, device_type: str | torch.device) -> torc
 
 def autocast(runtime: RuntimeSettings, device_type: str | torch.device) -> ContextManager:
     """A context for the forward pass and loss: ``torch.amp.autocast`` when amp is on, else a null context."""
+    import torch
+
     dtype = amp_dtype(runtime, device_type)
     if dtype is None:
         return contextlib.nullcontext()
@@ -85,6 +92,8 @@ def grad_scaler(runtime: RuntimeSettings, device_type: str | torch.device) -> to
 
     Use it unconditionally: ``scaler.scale(loss).backward(); scaler.step(opt); scaler.update()``.
     """
+    import torch
+
     dev = _device_type(device_type)
     enabled = dev == "cuda" and amp_dtype(runtime, dev) == torch.float16
     return torch.amp.GradScaler(dev if enabled else "cpu", enabled=enabled)
@@ -96,6 +105,8 @@ def prepare_model(model: nn.Module, runtime: RuntimeSettings) -> nn.Module:
     Moves the model in place for channels-last; returns the compiled wrapper when ``compile`` is on
     (build the optimizer from the original module's parameters, which the wrapper shares).
     """
+    import torch
+
     if runtime.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if runtime.compile is not None:
@@ -105,6 +116,8 @@ def prepare_model(model: nn.Module, runtime: RuntimeSettings) -> nn.Module:
 
 def prepare_input(x: torch.Tensor, runtime: RuntimeSettings) -> torch.Tensor:
     """Put an input batch into the runtime's memory format (channels-last for 4-D tensors when on)."""
+    import torch
+
     if runtime.channels_last and x.dim() == 4:
         return x.contiguous(memory_format=torch.channels_last)
     return x

@@ -7,13 +7,14 @@ loop calls :func:`apply_freeze` at the start of every epoch.
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from ..parts import FreezeSettings, Runtime, RuntimeSettings
-from ..registry import TrickError, check_param, lazy_import, register_trick
+from ..registry import TrickError, check_param, register_trick
 from .model_surgery import find_classifier
 
-nn = lazy_import("torch.nn")  # loaded when the loop freezes a model: the trick needs it not
+if TYPE_CHECKING:  # annotations only: the functions import torch, torchvision and timm where they run
+    from torch import nn
 
 __all__ = ["apply_freeze"]
 
@@ -35,6 +36,8 @@ def freeze(*, until: Literal["head"] = "head", epochs: int = 1) -> Runtime:
 def apply_freeze(model: nn.Module, settings: FreezeSettings | None, epoch: int) -> None:
     """At the start of (0-based) ``epoch``, after ``model.train()``: freeze everything but the classifier while
     ``epoch < settings.epochs`` (parameters without gradient, BatchNorm in eval mode), train everything after."""
+    from torch import nn
+
     if settings is None:
         return
     frozen = epoch < settings.epochs

@@ -7,24 +7,29 @@ initialisations share the ``exclusive="init"`` group, so a recipe can hold at mo
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..parts import ModelTransform, TimmArgs, TimmContext
-from ..registry import TrickError, lazy_import, register_trick
+from ..registry import TrickError, register_trick
 from .model_surgery import find_classifier
 
-# loaded when a model is first initialised: the tricks need neither
-nn = lazy_import("torch.nn")
-tv_resnet = lazy_import("torchvision.models.resnet")
+if TYPE_CHECKING:  # annotations only: the functions import torch, torchvision and timm where they run
+    from torch import nn
 
 __all__ = ["xavier_init_", "kaiming_init_", "zero_last_gamma_", "xavier_init", "kaiming_init", "zero_gamma"]
 
 
 def _conv_types() -> tuple[type, ...]:
     """Convolutions and linear layers (their weights are initialised)."""
+    from torch import nn
+
     return (nn.modules.conv._ConvNd, nn.Linear)
 
 
 def _norm_types() -> tuple[type, ...]:
     """The affine normalisation layers (gamma 1, beta 0)."""
+    from torch import nn
+
     return (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 
 
@@ -35,6 +40,8 @@ def _no_init_flag(trick: str) -> TimmArgs:
 
 def _reset_norm(m: nn.Module) -> None:
     """gamma = 1, beta = 0 on an affine normalisation layer (BN and its kin)."""
+    from torch import nn
+
     if getattr(m, "weight", None) is not None:
         nn.init.ones_(m.weight)
     if getattr(m, "bias", None) is not None:
@@ -46,6 +53,8 @@ def xavier_init_(model: nn.Module) -> nn.Module:
 
     Other parameters (and BN running statistics) are left alone.
     """
+    from torch import nn
+
     conv, norm = _conv_types(), _norm_types()
     for m in model.modules():
         if isinstance(m, conv):
@@ -62,6 +71,8 @@ def kaiming_init_(model: nn.Module) -> nn.Module:
 
     Linear layers other than the classifier are treated like convs.
     """
+    from torch import nn
+
     head = find_classifier(model)
     conv, norm = _conv_types(), _norm_types()
     for m in model.modules():
@@ -86,6 +97,9 @@ def zero_last_gamma_(model: nn.Module) -> int:
     does it (timm ``BasicBlock.bn2`` / ``Bottleneck.bn3``; for timm's pre-activation blocks, which end in a
     conv, timm zeroes that conv instead). Nothing else changes.
     """
+    from torch import nn
+    from torchvision.models import resnet as tv_resnet
+
     found = 0
     for m in model.modules():
         if isinstance(m, (tv_resnet.BasicBlock, tv_resnet.Bottleneck)):

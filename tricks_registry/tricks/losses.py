@@ -1,5 +1,6 @@
 """Loss tricks: label smoothing (section 5.2), knowledge distillation (section 5.3), an L1 penalty,
-and :func:`make_criterion`, the training criterion the loop calls.
+and :func:`make_criterion`, which makes the training criterion the loop calls
+(:class:`tricks_registry.tricks.criterion.Criterion`).
 
 All losses here work on *soft* targets (a probability distribution per sample), so that label
 smoothing, mixing (:mod:`tricks_registry.tricks.mixing`) and distillation compose: the loop gets
@@ -8,22 +9,19 @@ smoothing, mixing (:mod:`tricks_registry.tricks.mixing`) and distillation compos
 """
 from __future__ import annotations
 
-import functools
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from ..cache import known_timm_model
 from ..parts import Distillation, LabelSmoothing, Penalty, Pipeline
-from ..registry import TrickError, check_param, lazy_import, register_trick
+from ..registry import TrickError, check_param, register_trick
 
-# loaded when a loss is first computed: the tricks (resolving a recipe) need neither
-torch = lazy_import("torch")
-F = lazy_import("torch.nn.functional")
-nn = lazy_import("torch.nn")
-timm_loss = lazy_import("timm.loss")
+if TYPE_CHECKING:  # annotations only: the functions import torch, torchvision and timm where they run
+    import torch
+    from torch import nn
 
 __all__ = [
     "label_smoothing", "distillation", "l1_regularization",
-    "smooth_targets", "distillation_loss", "l1_penalty", "hard_to_soft", "make_criterion", "Criterion",
+    "smooth_targets", "distillation_loss", "l1_penalty", "make_criterion",
 ]
 
 
@@ -55,6 +53,9 @@ def smooth_targets(targets: torch.Tensor, epsilon: float,
 
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Batch mean of ``-sum_i p_i log softmax(z)_i`` (what timm's ``SoftTargetCrossEntropy`` computes)."""
+    import torch
+    import torch.nn.functional as F
+
     return torch.sum(-targets * F.log_softmax(logits, dim=-1), dim=-1).mean()
 
 
@@ -69,6 +70,8 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     both objectives have the same gradient with respect to the student; only the reported value
     differs (the paper's is larger by ``T^2 H``).
     """
+    import torch.nn.functional as F
+
     t = float(temperature)
     z, r = _upcast(student_logits), _upcast(teacher_logits.detach())
     kd = soft_cross_entropy(z / t, F.softmax(r / t, dim=-1))
@@ -77,6 +80,9 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
 
 def teacher_entropy(teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """``H(softmax(r/T))``, the teacher's softened entropy, batch mean (no gradient: a constant for the student)."""
+    import torch
+    import torch.nn.functional as F
+
     with torch.no_grad():
         q = F.softmax(_upcast(teacher_logits.detach()) / float(temperature), dim=-1)
         return -(q * torch.log(q.clamp_min(torch.finfo(q.dtype).tiny))).sum(-1).mean()
@@ -84,25 +90,22 @@ def teacher_entropy(teacher_logits: torch.Tensor, temperature: float) -> torch.T
 
 def _upcast(x: torch.Tensor) -> torch.Tensor:
     """float16/bfloat16 (autocast) logits -> float32 for the softmax; float32/float64 unchanged."""
+    import torch
+
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
 def l1_penalty(model: nn.Module) -> torch.Tensor:
     """``sum |w|`` over the weights (not biases) of the conv and linear layers of ``model``."""
+    import torch
+    from torch import nn
+
     weighted = (nn.modules.conv._ConvNd, nn.Linear)
     terms = [m.weight.abs().sum() for m in model.modules()
              if isinstance(m, weighted) and isinstance(getattr(m, "weight", None), torch.Tensor)]
     if not terms:
         return torch.zeros(())
     return torch.stack([t.float() for t in terms]).sum()
-
-
-def hard_to_soft(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Class indices ``[B]`` -> one-hot float targets ``[B, num_classes]``."""
-    if labels.is_floating_point() or labels.dim() != 1:
-        raise TrickError(f"expected a 1-D tensor of class indices, got dtype {labels.dtype}, "
-                         f"shape {tuple(labels.shape)}")
-    return F.one_hot(labels.long(), num_classes).float()
 
 
 # --------------------------------------------------------------------------------------------
@@ -186,62 +189,11 @@ def l1_regularization(*, weight: float = 1e-5) -> Penalty:
 # the criterion the training loop calls
 
 
-@functools.cache
-def _criterion_class() -> type:
-    """:class:`Criterion`, defined on first use: an ``nn.Module`` subclass, so defining it imports torch."""
-
-    class Criterion(nn.Module):
-        """``forward(logits, soft_targets, teacher_logits=None) -> loss`` for a composed pipeline.
-
-        Soft-target cross entropy (timm's ``SoftTargetCrossEntropy``), or the distillation objective when
-        the pipeline has distillation, plus every penalty evaluated on ``model``. ``soft_targets`` may
-        also be a 1-D tensor of class indices (turned into one-hot; no smoothing is applied then).
-        """
-
-        def __init__(self, pipeline: Pipeline, model: nn.Module | None = None):
-            super().__init__()
-            self.soft_ce = timm_loss.SoftTargetCrossEntropy()
-            self.distillation = pipeline.distillation
-            self.penalties = tuple(pipeline.penalties)
-            if self.penalties and model is None:
-                names = ", ".join(p.trick or "penalty" for p in self.penalties)
-                raise TrickError(f"make_criterion needs the model to evaluate the penalties ({names})")
-            # a plain attribute, not a submodule: the criterion must not own (or save) the model
-            self.__dict__["_model"] = model
-
-        def forward(self, logits: torch.Tensor, soft_targets: torch.Tensor,
-                    teacher_logits: torch.Tensor | None = None) -> torch.Tensor:
-            if not soft_targets.is_floating_point():
-                soft_targets = hard_to_soft(soft_targets, logits.shape[-1])
-            if soft_targets.shape != logits.shape:
-                raise TrickError(f"targets of shape {tuple(soft_targets.shape)} do not match logits of shape "
-                                 f"{tuple(logits.shape)}")
-            if self.distillation is not None:
-                if teacher_logits is None:
-                    raise TrickError("the pipeline distils, so the criterion needs teacher_logits: run the "
-                                     f"teacher ('{self.distillation.teacher}') on the same batch and pass its "
-                                     "logits", trick=self.distillation.trick or "distillation")
-                loss = self.distillation.loss(logits, teacher_logits, soft_targets)
-            else:
-                loss = self.soft_ce(logits, soft_targets)
-            for p in self.penalties:
-                loss = loss + p.penalty(self._model)
-            return loss
-
-    Criterion.__qualname__ = "Criterion"  # pickled by reference as tricks_registry.tricks.losses.Criterion
-    return Criterion
-
-
-def __getattr__(name: str) -> Any:
-    """``Criterion`` (PEP 562): made when first asked for, with torch."""
-    if name == "Criterion":
-        return _criterion_class()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def make_criterion(pipeline: Pipeline, model: nn.Module | None = None) -> nn.Module:
     """The training loss of ``pipeline``: ``criterion(logits, soft_targets, teacher_logits=None)``.
 
     ``model`` is needed when the pipeline has penalties (e.g. ``l1_regularization``).
     """
-    return _criterion_class()(pipeline, model)
+    from .criterion import Criterion
+
+    return Criterion(pipeline, model)

@@ -9,17 +9,15 @@ Randomness: everything here draws from **numpy's global RNG** (``np.random``), t
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
 from ..parts import BatchMixer, LabelSmoothing
-from ..registry import TrickError, check_param, lazy_import, register_trick
+from ..registry import TrickError, check_param, register_trick
 
-# loaded when a batch is first mixed: building the parts (resolving a recipe) needs neither
-torch = lazy_import("torch")
-F = lazy_import("torch.nn.functional")
-timm_mixup = lazy_import("timm.data.mixup")
+if TYPE_CHECKING:  # annotations only: the functions import torch, torchvision and timm where they run
+    import torch
 
 __all__ = ["mixup", "cutmix", "ricap", "ricap_batch", "batch_transform", "MIXER_NAMES"]
 
@@ -89,6 +87,9 @@ def ricap_batch(x: torch.Tensor, labels: torch.Tensor, num_classes: int, beta: f
     ``sum_k area_k / (H W) onehot(labels[perm_k])``. Returns the new images, the soft targets and
     ``info`` (``perms``, ``offsets`` (top, left) of each crop, ``sizes`` (h, w), ``weights``).
     """
+    import torch
+    import torch.nn.functional as F
+
     b, _, height, width = x.shape
     w = int(np.round(width * np.random.beta(beta, beta)))
     h = int(np.round(height * np.random.beta(beta, beta)))
@@ -130,6 +131,8 @@ def batch_transform(mixers: Sequence[BatchMixer], smoothing: LabelSmoothing | No
     affine map) is applied to the mixed targets afterwards. Odd batch sizes work (the middle image of
     the reversed pairing is paired with itself, i.e. left unmixed by mixup/cutmix).
     """
+    from timm.data import mixup as timm_mixup
+
     by_name: dict[str, BatchMixer] = {}
     for m in mixers:
         if m.name not in MIXER_NAMES:
@@ -143,6 +146,8 @@ def batch_transform(mixers: Sequence[BatchMixer], smoothing: LabelSmoothing | No
         return x, (smooth(targets) if smooth is not None else targets)
 
     def one_hot(labels: torch.Tensor) -> torch.Tensor:
+        import torch.nn.functional as F
+
         if labels.is_floating_point() or labels.dim() != 1:
             raise TrickError(f"batch_transform expects a 1-D tensor of class indices, got dtype "
                              f"{labels.dtype}, shape {tuple(labels.shape)}")
@@ -168,6 +173,8 @@ def batch_transform(mixers: Sequence[BatchMixer], smoothing: LabelSmoothing | No
             mode="batch", correct_lam=True, label_smoothing=0.0, num_classes=num_classes)
 
     def apply_timm(x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        from timm.data import mixup as timm_mixup
+
         one_hot(labels)  # validates
         if len(x) % 2 == 0:
             return mixer(x, labels)

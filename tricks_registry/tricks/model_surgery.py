@@ -9,21 +9,16 @@ Both work on timm's and torchvision's ResNets (and the ResNet-A/B/C/D variants o
 """
 from __future__ import annotations
 
-import functools
 from collections import OrderedDict
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from ..parts import ModelTransform, TimmArgs
-from ..registry import TrickError, check_param, lazy_import, register_trick
+from ..registry import TrickError, check_param, register_trick
 
-# loaded when a model is first changed: the tricks (resolving a recipe) need none of them
-torch = lazy_import("torch")
-F = lazy_import("torch.nn.functional")
-nn = lazy_import("torch.nn")
-timm_resnet = lazy_import("timm.models.resnet")
-tv_resnet = lazy_import("torchvision.models.resnet")
+if TYPE_CHECKING:  # annotations only: the functions import torch, torchvision and timm where they run
+    from torch import nn
 
-__all__ = ["IC_PLACEMENTS", "ICLayer", "ClassifierInputDropout", "find_classifier", "residual_blocks", "dropout", "ic_layer"]
+__all__ = ["IC_PLACEMENTS", "ClassifierInputDropout", "find_classifier", "residual_blocks", "dropout", "ic_layer"]
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -35,6 +30,8 @@ def find_classifier(model: nn.Module) -> nn.Module | None:
     for other models (torchvision's) it is ``model.fc`` if that is a module, else the last
     :class:`nn.Linear`. A timm model built with ``num_classes=0`` has no classifier (``nn.Identity``).
     """
+    from torch import nn
+
     head: object = None
     get_classifier = getattr(model, "get_classifier", None)
     if callable(get_classifier):
@@ -62,6 +59,9 @@ def find_classifier(model: nn.Module) -> nn.Module | None:
 def residual_blocks(model: nn.Module) -> list[nn.Module]:
     """The ResNet residual blocks of ``model``: timm's and torchvision's ``BasicBlock``/``Bottleneck``
     (and subclasses, e.g. :class:`model_tweaks.resnet_tweaks.BottleneckA`), in module order."""
+    from timm.models import resnet as timm_resnet
+    from torchvision.models import resnet as tv_resnet
+
     kinds = (timm_resnet.BasicBlock, timm_resnet.Bottleneck, tv_resnet.BasicBlock, tv_resnet.Bottleneck)
     return [m for m in model.modules() if isinstance(m, kinds)]
 
@@ -69,6 +69,8 @@ def residual_blocks(model: nn.Module) -> list[nn.Module]:
 def _branch_conv_names(block: nn.Module) -> list[str]:
     """Names of the convolutions on the residual branch of a ResNet block, in order (``conv1``, ``conv2``
     and, for a bottleneck, ``conv3``); the shortcut's conv lives in ``downsample`` and is not one of them."""
+    from torch import nn
+
     names = []
     for i in (1, 2, 3):
         conv = getattr(block, f"conv{i}", None)
@@ -87,42 +89,14 @@ class ClassifierInputDropout:
         self.p = float(p)
 
     def __call__(self, module: nn.Module, args: tuple) -> tuple | None:
+        import torch.nn.functional as F
+
         if not module.training or self.p == 0.0:
             return None
         return (F.dropout(args[0], p=self.p, training=True),) + tuple(args[1:])
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(p={self.p})"
-
-
-@functools.cache
-def _ic_layer_class() -> type:
-    """:class:`ICLayer`, defined on first use: an ``nn.Module`` subclass, so defining it imports torch."""
-
-    class ICLayer(nn.Module):
-        """Independent-Component layer (Chen et al. 2019): ``BatchNorm2d`` then ``Dropout(p)``.
-
-        Goes in front of a weight layer; whitening by BN plus dropout makes the weight layer's inputs
-        more independent (dropout reduces their pairwise correlation and mutual information).
-        """
-
-        def __init__(self, num_features: int, p: float) -> None:
-            super().__init__()
-            self.bn = nn.BatchNorm2d(num_features)
-            self.drop = nn.Dropout(p)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.drop(self.bn(x))
-
-    ICLayer.__qualname__ = "ICLayer"  # pickled by reference as tricks_registry.tricks.model_surgery.ICLayer
-    return ICLayer
-
-
-def __getattr__(name: str) -> Any:
-    """``ICLayer`` (PEP 562): made when first asked for, with torch."""
-    if name == "ICLayer":
-        return _ic_layer_class()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _check_p(trick: str, p: float) -> None:
@@ -211,13 +185,17 @@ def ic_layer(*, p: float = 0.05, placement: Literal["paper", "added"] = "paper")
                 f"must be one of {', '.join(IC_PLACEMENTS)}, got {placement!r}")
 
     def apply(model: nn.Module) -> nn.Module:
+        from torch import nn
+
+        from .layers import ICLayer
+
         blocks = residual_blocks(model)
         if not blocks:
             raise TrickError(
                 f"found no ResNet residual block (timm or torchvision BasicBlock/Bottleneck) in "
                 f"{type(model).__name__}; the IC-layer placement is defined for ResNets only", trick="ic_layer")
         for block in blocks:
-            if any(isinstance(m, _ic_layer_class()) for m in block.modules()):
+            if any(isinstance(m, ICLayer) for m in block.modules()):
                 raise TrickError("already applied to this model", trick="ic_layer")
             if placement == "paper":
                 for name in _branch_conv_names(block):
@@ -231,7 +209,7 @@ def ic_layer(*, p: float = 0.05, placement: Literal["paper", "added"] = "paper")
             for name in _branch_conv_names(block):
                 conv = getattr(block, name)
                 ref = next(conv.parameters())
-                ic = _ic_layer_class()(conv.in_channels, p).to(device=ref.device, dtype=ref.dtype)
+                ic = ICLayer(conv.in_channels, p).to(device=ref.device, dtype=ref.dtype)
                 ic.train(conv.training)
                 setattr(block, name, nn.Sequential(OrderedDict(ic=ic, conv=conv)))
                 if placement == "paper":

@@ -16,9 +16,8 @@ import functools
 from typing import Any, Sequence
 
 from ..parts import OptimizerPart, ParamPolicy, TimmArgs
-from ..registry import build_trick, check_param, lazy_import, register_trick
+from ..registry import build_trick, check_param, register_trick
 
-timm_optim = lazy_import("timm.optim")  # loaded when an optimizer is first made
 
 __all__ = ["sgd", "sgd_nesterov", "adamw", "adabound", "no_bias_decay", "decay_all_params",
            "no_bias_decay_groups", "default_optimizer"]
@@ -41,6 +40,8 @@ def no_bias_decay_groups(model: Any, weight_decay: float) -> list[dict[str, Any]
     the names in the model's ``no_weight_decay()`` (e.g. position embeddings), as timm's
     ``create_optimizer_v2`` does.
     """
+    import timm.optim as timm_optim
+
     no_decay = model.no_weight_decay() if hasattr(model, "no_weight_decay") else ()
     return timm_optim.param_groups_weight_decay(model, weight_decay=weight_decay, no_weight_decay_list=no_decay)
 
@@ -63,6 +64,8 @@ def no_bias_decay() -> ParamPolicy:
 
 def _timm_optimizer(param_groups: Sequence[dict[str, Any]], lr: float, weight_decay: float, *,
                     opt: str, **kwargs: Any) -> Any:
+    import timm.optim as timm_optim
+
     return timm_optim.create_optimizer_v2(list(param_groups), opt=opt, lr=lr, weight_decay=weight_decay, **kwargs)
 
 

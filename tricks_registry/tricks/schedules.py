@@ -23,11 +23,8 @@ import warnings
 from typing import Any, Callable, Literal, Sequence
 
 from ..parts import TIMM_CONSTANT_SCHEDULE, LRScaling, Schedule, TimmArgs, Warmup
-from ..registry import TrickError, build_trick, check_param, lazy_import, register_trick
+from ..registry import TrickError, build_trick, check_param, register_trick
 
-# loaded when a scheduler is first made: building the parts (resolving a recipe) needs neither
-torch = lazy_import("torch")
-ts = lazy_import("timm.scheduler")
 
 __all__ = [
     # tricks
@@ -152,6 +149,8 @@ class WarmupScheduler:
 
 
 def _timm_scheduler(cls_name: str, optimizer: Any, **kwargs: Any) -> Any:
+    import timm.scheduler as ts
+
     return getattr(ts, cls_name)(optimizer, t_in_epochs=False, **kwargs)
 
 
@@ -245,6 +244,8 @@ def _schedule(name: str, main: MainBuilder, *, relative: bool, timm_args: dict[s
 def lr_sequence(schedule: Schedule, *, base_lr: float = 1.0, total_steps: int, steps_per_epoch: int,
                 warmup: Warmup | None = None) -> list[float]:
     """The LR at every step ``0 .. total_steps - 1`` of ``schedule`` (e.g. to plot it); uses a dummy optimizer."""
+    import torch
+
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=base_lr)
     sched = schedule.make(opt, total_steps=total_steps, steps_per_epoch=steps_per_epoch, warmup=warmup)
     lrs = []
