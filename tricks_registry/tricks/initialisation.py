@@ -20,12 +20,14 @@ __all__ = ["xavier_init_", "kaiming_init_", "zero_last_gamma_", "xavier_init", "
 
 def _conv_types() -> tuple[type, ...]:
     """Convolutions and linear layers (their weights are initialised)."""
-    return (nn.modules.conv._ConvNd, nn.Linear)
+    from ..compat import conv_layer_types
+    return (*conv_layer_types(), nn.Linear)
 
 
 def _norm_types() -> tuple[type, ...]:
     """The affine normalisation layers (gamma 1, beta 0)."""
-    return (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+    from ..compat import norm_layer_types
+    return (*norm_layer_types(), nn.GroupNorm, nn.LayerNorm)
 
 
 def _no_init_flag(trick: str) -> TimmArgs:

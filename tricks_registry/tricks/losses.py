@@ -54,8 +54,14 @@ def smooth_targets(targets: torch.Tensor, epsilon: float,
 
 
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Batch mean of ``-sum_i p_i log softmax(z)_i`` (what timm's ``SoftTargetCrossEntropy`` computes)."""
-    return torch.sum(-targets * F.log_softmax(logits, dim=-1), dim=-1).mean()
+    """Batch mean of ``-sum_i p_i log softmax(z)_i``: timm's ``SoftTargetCrossEntropy``."""
+    return _soft_target_cross_entropy()(logits, targets)
+
+
+@functools.cache
+def _soft_target_cross_entropy() -> nn.Module:
+    """One ``timm.loss.SoftTargetCrossEntropy`` (it holds no state), made on first use."""
+    return timm_loss.SoftTargetCrossEntropy()
 
 
 def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor,
@@ -89,7 +95,8 @@ def _upcast(x: torch.Tensor) -> torch.Tensor:
 
 def l1_penalty(model: nn.Module) -> torch.Tensor:
     """``sum |w|`` over the weights (not biases) of the conv and linear layers of ``model``."""
-    weighted = (nn.modules.conv._ConvNd, nn.Linear)
+    from ..compat import conv_layer_types
+    weighted = (*conv_layer_types(), nn.Linear)
     terms = [m.weight.abs().sum() for m in model.modules()
              if isinstance(m, weighted) and isinstance(getattr(m, "weight", None), torch.Tensor)]
     if not terms:
