@@ -10,6 +10,7 @@ import yaml
 
 import tricks_registry as tr
 from tricks_registry.export import timm_args as exporter
+from tricks_registry.export.timm_parts import part_timm_args
 from tricks_registry.parts import ModelTransform, Penalty, TimmArgs, TimmContext, compose
 from tricks_registry.recipe import resolve
 from tricks_registry.registry import _TRICKS, list_tricks, register_trick
@@ -30,7 +31,7 @@ def test_every_registered_trick_says_its_timm_flags_or_why_not(name):
         part = tr.build_trick(name, teacher="resnet152_v1d.gluon_in1k")
     else:
         part = tr.build_trick(name)
-    said = part.export_timm(CTX)
+    said = part_timm_args(part, CTX)
     assert isinstance(said, TimmArgs), f"{name} gives no timm export"
 
 
@@ -59,17 +60,17 @@ def test_a_parts_own_flags_reach_the_export_and_a_part_without_gets_the_closing_
 
 
 def test_penalty_and_runtime_parts_say_their_flags():
-    assert Penalty(penalty=lambda m: 0, trick="l1").export_timm(CTX).notes == (
+    assert part_timm_args(Penalty(penalty=lambda m: 0, trick="l1"), CTX).notes == (
         "l1: train.py has no loss penalty term; not exported",)
     runtime = compose([tr.build_trick("amp"), tr.build_trick("ema", decay=0.999)]).runtime
-    said = runtime.export_timm()
+    said = part_timm_args(runtime)
     assert said.values == {"amp": True, "amp_dtype": "float16", "channels_last": False, "model_ema": True,
                            "model_ema_decay": 0.999, "model_ema_warmup": False}
 
 
 def test_zero_gamma_says_zero_init_last_on_timm_resnets_only():
     part = tr.build_trick("zero_gamma")
-    assert part.export_timm(CTX).model_kwargs == {"zero_init_last": True}
+    assert part_timm_args(part, CTX).model_kwargs == {"zero_init_last": True}
     other = TimmContext(model="mobilenetv1_100", timm_resnet=False, lr=0.1, epochs=120)
-    said = part.export_timm(other)
+    said = part_timm_args(part, other)
     assert not said.model_kwargs and "no flag for it on mobilenetv1_100" in said.notes[0]

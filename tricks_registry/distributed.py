@@ -102,8 +102,8 @@ def init_distributed(device: str | None = None) -> DistInfo:
 
 def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
     """The bare model under DDP's ``module`` and ``torch.compile``'s ``_orig_mod``."""
-    model = getattr(model, "module", model)
-    return getattr(model, "_orig_mod", model)
+    from .compat import uncompiled
+    return uncompiled(getattr(model, "module", model))
 
 
 def say(env: DistInfo, message: str) -> None:

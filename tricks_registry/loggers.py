@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 from .errors import TimmTricksError, TrainingStopped
+from .compat import summary_file_writer
 from .fsutil import atomic_write_text
 
 __all__ = ["LOGGERS", "LoggerWarning", "RunLoggers", "check_loggers", "TENSORBOARD_DIR", "MLFLOW_DIR",
@@ -188,7 +189,7 @@ class _TensorBoard(_Backend):
         flat.update(recipe=recipe, recipe_sha256=sha256)
         # the session's hparams only: TensorBoard's HParams view then finds the metrics among the run's scalars
         _, session_start, _ = hparams(flat, {})
-        self.writer._get_file_writer().add_summary(session_start)
+        summary_file_writer(self.writer).add_summary(session_start)
 
     def step(self, step: int, values: dict[str, float]) -> None:
         for key, value in values.items():

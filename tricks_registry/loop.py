@@ -319,10 +319,11 @@ def optimizer_step(*, model: torch.nn.Module, optimizer: torch.optim.Optimizer, 
     if not scaler.is_enabled():
         scaler.step(optimizer)
         return torch.zeros((), dtype=torch.long, device=device)
-    before = scaler._scale.clone()  # the scale only falls when the step was skipped (read on the device)
+    from .compat import grad_scale_tensor
+    before = grad_scale_tensor(scaler).clone()  # the scale only falls when the step was skipped (read on the device)
     scaler.step(optimizer)
     scaler.update()
-    return (scaler._scale < before).long().reshape(())
+    return (grad_scale_tensor(scaler) < before).long().reshape(())
 
 
 def backward_update(loss: torch.Tensor, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,

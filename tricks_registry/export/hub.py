@@ -56,12 +56,12 @@ from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, hf_hub_
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, HFValidationError, LocalEntryNotFoundError
 from huggingface_hub.utils import validate_repo_id
 from timm.models import get_arch_name, get_pretrained_cfg, save_for_hf
-from timm.models._hub import generate_readme  # timm's own card body (no public name for it)
 
 from .. import __version__
 from ..cache import cache_dir
-from ..checkpoint import atomic_write_text, file_sha256, load_weights
-from ..fsutil import file_mode, process_umask
+from ..checkpoint import file_sha256, load_weights
+from ..compat import timm_model_card_body
+from ..fsutil import atomic_write_text, file_mode, process_umask
 from ..errors import CheckpointError, HubError, RecipeError
 from ..inference import recipe_data_config
 from ..models import Portable, portable_architecture
@@ -312,7 +312,7 @@ def build_model_card(results: Mapping[str, Any], *, repo_id: str | None = None, 
     }
     if num_params is not None:
         details["Params (M)"] = f"{num_params / 1e6:.2f}"
-    body = generate_readme({
+    body = timm_model_card_body({
         "description": (f"A `{results['model']}` trained with the timm-tricks recipe `{results['recipe']}`, which "
                         "implements the training procedure of He et al., \"Bag of Tricks for Image Classification "
                         "with Convolutional Neural Networks\" (CVPR 2019). The resolved recipe, its hash, every "
@@ -378,7 +378,13 @@ def _check_reload(folder: Path, weights: Mapping[str, Any], portable: Portable) 
 
 
 def _put_in_place(tmp: Path, out: Path) -> None:
-    """Rename the finished folder onto ``out`` (an empty ``out`` or an earlier export is replaced)."""
+    """Rename the finished folder onto ``out`` (an empty ``out`` or an earlier export is replaced).
+
+    A folder swap, not :func:`..fsutil.atomic_write_bytes`: each file in ``tmp`` was written atomically already,
+    and what must be atomic here is the export as a whole (weights, config, card and recipe of one run, never a
+    mix of two exports). ``os.replace`` of a folder cannot overwrite a non-empty one, so an earlier export is first
+    renamed aside and removed after; a reader sees the old export or the new one (or, for the instant between the
+    two renames, none), never half of one."""
     tmp.chmod(0o777 & ~process_umask())  # mkdtemp makes a private folder; an export is for sharing
     for f in tmp.iterdir():
         f.chmod(file_mode())

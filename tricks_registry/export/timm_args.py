@@ -9,7 +9,7 @@ Values are written explicitly wherever timm's defaults differ from the recipe (t
 ``--weight-decay`` 2e-5, ``--warmup-epochs`` 5, ``--color-jitter`` 0.4, ``--hflip`` 0.5, ``--sched`` cosine,
 ``--seed`` 42, its ResNets zero-initialise the last BN of each block ...). This module knows no trick: it writes
 the recipe's own sections (model, data, batch, LR, seed) and asks each part of the recipe's pipeline how
-train.py expresses it (``export_timm``, see :class:`~tricks_registry.parts.TimmArgs`); a part that answers
+train.py expresses it (:func:`.timm_parts.part_timm_args`, see :class:`~tricks_registry.parts.TimmArgs`); a part that answers
 ``None`` has no equivalent there. What ``train.py`` cannot express goes in a comment block at the top, one line
 each.
 
@@ -23,7 +23,6 @@ Nothing here imports torch or timm: model names are mapped by :func:`~tricks_reg
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -32,11 +31,12 @@ import yaml
 from ..errors import TimmTricksError
 from ..fsutil import atomic_write_text
 from ..models import TORCHVISION_PREFIX, TIMM_RESNETS, is_timm_resnet, portable_name
-from ..parts import (LabelSmoothing, ModelTransform, ParamPolicy, Pipeline, TimmArgs, TimmContext,
-                     batch_mixers_timm_args, compose, parts_from_config, sample_transforms_timm_args)
+from ..parts import Pipeline, TimmArgs, TimmContext, compose, parts_from_config
 from ..recipe import Recipe, RecipeError, batch_plan, per_device_batch, plain
 from ..tricks.optimizers import default_optimizer
 from ..tricks.schedules import default_schedule
+from .timm_parts import (NO_LABEL_SMOOTHING, NO_PARAM_POLICY, RESNET_NOT_ZEROED, batch_mixers_timm_args,
+                         part_timm_args, sample_transforms_timm_args)
 
 __all__ = ["export_timm_args", "timm_args_values", "carried_values", "write_text_atomic", "TIMM_TRAIN_PY_REF",
            "CARRY_KEY", "CARRY_FORMAT", "VALUE_KEYS", "BOOKKEEPING_KEYS"]
@@ -111,7 +111,7 @@ class _Out:
 
 def _ask(part: Any, ctx: TimmContext, out: _Out) -> TimmArgs:
     """What ``part`` says to train.py; a part without an equivalent is remembered for the closing notes."""
-    args = part.export_timm(ctx)
+    args = part_timm_args(part, ctx)
     if args is None:
         out.unexpressed.append(part)
         return TimmArgs()
@@ -175,7 +175,7 @@ def _model(recipe: Recipe, pipeline: Pipeline, ctx: TimmContext, needs_plugin: b
         zero = bool(kwargs.pop("zero_init_last", False)) or from_parts
         kwargs["zero_init_last"] = zero
         if not zero:
-            out.note(ModelTransform.TIMM_RESNET_NOT_ZEROED)
+            out.note(RESNET_NOT_ZEROED)
     kwargs.update(part_kwargs)
     if kwargs:
         out.set("model_kwargs", kwargs, "passed to timm.create_model")
@@ -231,7 +231,7 @@ def _optimisation(recipe: Recipe, pipeline: Pipeline, ctx: TimmContext, world_si
     out.set("weight_decay", recipe.train.weight_decay)
     out.add(_ask(pipeline.optimizer or default_optimizer(), ctx, out))
     if pipeline.param_policy is None:
-        out.add(ParamPolicy.TIMM_WHEN_ABSENT)
+        out.add(NO_PARAM_POLICY)
     else:
         out.add(_ask(pipeline.param_policy, ctx, out))
     if recipe.train.grad_clip:
@@ -253,7 +253,7 @@ def _schedule(pipeline: Pipeline, ctx: TimmContext, out: _Out) -> None:
 def _loss(pipeline: Pipeline, ctx: TimmContext, out: _Out) -> None:
     out.section("loss")
     if pipeline.label_smoothing is None:
-        out.add(LabelSmoothing.TIMM_WHEN_ABSENT)
+        out.add(NO_LABEL_SMOOTHING)
     else:
         out.add(_ask(pipeline.label_smoothing, ctx, out))
     out.add(batch_mixers_timm_args(pipeline.batch_mixers))
@@ -268,7 +268,7 @@ def _loss(pipeline: Pipeline, ctx: TimmContext, out: _Out) -> None:
 # runtime
 def _runtime(recipe: Recipe, pipeline: Pipeline, out: _Out) -> None:
     out.section("runtime")
-    out.add(pipeline.runtime.export_timm())  # the runtime parts' settings, composed
+    out.add(part_timm_args(pipeline.runtime))  # the runtime parts' settings, composed
     out.section("misc")
     out.set("seed", recipe.train.seed, "train.py seeds each process with seed + rank, as the recipe's trainer")
     out.set("log_interval", recipe.train.log_every)

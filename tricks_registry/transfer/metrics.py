@@ -27,18 +27,17 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import torch
+import torchvision
 
 __all__ = ["box_iou", "voc_ap", "voc_detection_map", "confusion_matrix", "segmentation_scores"]
 
 
 def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """IoU of one box ``[4]`` with each of ``boxes`` ``[N, 4]`` (continuous coordinates)."""
-    ix1, iy1 = np.maximum(boxes[:, 0], box[0]), np.maximum(boxes[:, 1], box[1])
-    ix2, iy2 = np.minimum(boxes[:, 2], box[2]), np.minimum(boxes[:, 3], box[3])
-    inter = np.clip(ix2 - ix1, 0, None) * np.clip(iy2 - iy1, 0, None)
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    return inter / np.maximum(area + areas - inter, np.finfo(np.float64).eps)
+    """IoU of one box ``[4]`` with each of ``boxes`` ``[N, 4]`` (continuous coordinates): torchvision's
+    ``box_iou``, in float64; two empty boxes (no union) have IoU 0."""
+    iou = torchvision.ops.box_iou(torch.as_tensor(np.asarray(box, dtype=np.float64)).reshape(1, 4),
+                                  torch.as_tensor(np.asarray(boxes, dtype=np.float64)).reshape(-1, 4))[0]
+    return torch.nan_to_num(iou, nan=0.0).numpy()
 
 
 def voc_ap(recall: np.ndarray, precision: np.ndarray, metric: str = "voc07") -> float:

@@ -45,10 +45,11 @@ def apply_freeze(model: nn.Module, settings: FreezeSettings | None, epoch: int) 
     if head is None:
         raise TrickError(f"found no classifier in {type(model).__name__} to train while the rest is frozen",
                          trick="freeze")
+    from ..compat import batchnorm_layer_types
     head_modules = set(head.modules())
     for module in model.modules():
         in_head = module in head_modules
         for param in module.parameters(recurse=False):
             param.requires_grad_(in_head or not frozen)
-        if frozen and not in_head and isinstance(module, nn.modules.batchnorm._BatchNorm):
+        if frozen and not in_head and isinstance(module, batchnorm_layer_types()):
             module.eval()

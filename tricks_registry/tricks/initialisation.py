@@ -23,14 +23,18 @@ def _conv_types() -> tuple[type, ...]:
     """Convolutions and linear layers (their weights are initialised)."""
     from torch import nn
 
-    return (nn.modules.conv._ConvNd, nn.Linear)
+    from ..compat import conv_layer_types
+
+    return (*conv_layer_types(), nn.Linear)
 
 
 def _norm_types() -> tuple[type, ...]:
     """The affine normalisation layers (gamma 1, beta 0)."""
     from torch import nn
 
-    return (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+    from ..compat import norm_layer_types
+
+    return (*norm_layer_types(), nn.GroupNorm, nn.LayerNorm)
 
 
 def _no_init_flag(trick: str) -> TimmArgs:

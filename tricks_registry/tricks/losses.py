@@ -9,6 +9,7 @@ smoothing, mixing (:mod:`tricks_registry.tricks.mixing`) and distillation compos
 """
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Literal
 
 from ..cache import known_timm_model
@@ -52,11 +53,16 @@ def smooth_targets(targets: torch.Tensor, epsilon: float,
 
 
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Batch mean of ``-sum_i p_i log softmax(z)_i`` (what timm's ``SoftTargetCrossEntropy`` computes)."""
-    import torch
-    import torch.nn.functional as F
+    """Batch mean of ``-sum_i p_i log softmax(z)_i``: timm's ``SoftTargetCrossEntropy``."""
+    return _soft_target_cross_entropy()(logits, targets)
 
-    return torch.sum(-targets * F.log_softmax(logits, dim=-1), dim=-1).mean()
+
+@functools.cache
+def _soft_target_cross_entropy() -> nn.Module:
+    """One ``timm.loss.SoftTargetCrossEntropy`` (it holds no state), made on first use."""
+    from timm.loss import SoftTargetCrossEntropy
+
+    return SoftTargetCrossEntropy()
 
 
 def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor,
@@ -100,7 +106,9 @@ def l1_penalty(model: nn.Module) -> torch.Tensor:
     import torch
     from torch import nn
 
-    weighted = (nn.modules.conv._ConvNd, nn.Linear)
+    from ..compat import conv_layer_types
+
+    weighted = (*conv_layer_types(), nn.Linear)
     terms = [m.weight.abs().sum() for m in model.modules()
              if isinstance(m, weighted) and isinstance(getattr(m, "weight", None), torch.Tensor)]
     if not terms:

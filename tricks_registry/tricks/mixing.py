@@ -180,7 +180,8 @@ def batch_transform(mixers: Sequence[BatchMixer], smoothing: LabelSmoothing | No
             return mixer(x, labels)
         # timm's Mixup asserts an even batch (needed by its 'pair'/'elem' modes only); in 'batch' mode
         # the reversed pairing is well defined for odd sizes, so call its per-batch step directly.
-        lam = mixer._mix_batch(x)
+        from ..compat import mixup_batch
+        lam = mixup_batch(mixer, x)
         return x, timm_mixup.mixup_target(labels, num_classes, lam, 0.0)
 
     def transform(x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -129,7 +129,8 @@ def dropout(*, p: float = 0.2) -> ModelTransform:
             raise TrickError(
                 f"the model already applies dropout before its classifier (drop_rate={drop_rate}); "
                 f"build it with drop_rate=0 or drop this trick", trick="dropout")
-        if any(isinstance(h, ClassifierInputDropout) for h in head._forward_pre_hooks.values()):
+        from ..compat import forward_pre_hooks
+        if any(isinstance(h, ClassifierInputDropout) for h in forward_pre_hooks(head)):
             raise TrickError("already applied to this model", trick="dropout")
         head.register_forward_pre_hook(ClassifierInputDropout(p))
         return model
