@@ -173,8 +173,6 @@ def batch_transform(mixers: Sequence[BatchMixer], smoothing: LabelSmoothing | No
             mode="batch", correct_lam=True, label_smoothing=0.0, num_classes=num_classes)
 
     def apply_timm(x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        from timm.data import mixup as timm_mixup
-
         one_hot(labels)  # validates
         if len(x) % 2 == 0:
             return mixer(x, labels)
