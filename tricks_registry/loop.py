@@ -71,7 +71,8 @@ class LoopData:
 
     @property
     def steps_per_epoch(self) -> int:
-        """Optimizer steps per epoch: whole global batches only (a trailing part of one is left out)."""
+        """Optimizer steps per epoch: whole global batches only (a trailing part of one is left out). Read it
+        before the sampler is positioned: after ``start_at`` the loader's length is what is left of the epoch."""
         return len(self.train_loader) // self.accumulation
 
 
@@ -162,28 +163,29 @@ def fit(task: Task, components: Components, run: RunFolder, data: LoopData, env:
     skipped."""
     recipe = components.recipe
     train_cfg = recipe.data["train"]
-    epochs = train_cfg["epochs"]
+    # read once, before the sampler is positioned: its length is what is left of the epoch (after start_at)
+    epochs, steps_per_epoch = train_cfg["epochs"], data.steps_per_epoch
     model = wrap_for_processes(components.model, env, frozen_epochs=components.runtime.freeze is not None)
     state = TrainState.fresh(1 + len(task.loss_parts), env.device)
     policy = CheckpointPolicy(run, components, env, keep=train_cfg["keep_checkpoints"],
                               recovery_interval=recovery_interval)
     start_epoch = resume_from_checkpoint(policy, model, state, env, epochs=epochs,
-                                         steps_per_epoch=data.steps_per_epoch) if resume else 0
+                                         steps_per_epoch=steps_per_epoch) if resume else 0
     loggers = RunLoggers(log, run.path, run_name=run.path.name, enabled=env.is_main, resume=resume,
                          start_step=state.num_updates + 1 if resume else None)
     loggers.log_config(recipe.name, recipe.version, recipe.sha256, recipe.data,
                        extra={"world_size": env.world_size, **(dataclasses.asdict(data.plan) if data.plan else {})})
-    checks = StopChecks(env, run, steps_per_epoch=data.steps_per_epoch)
+    checks = StopChecks(env, run, steps_per_epoch=steps_per_epoch)
     components.scheduler.step_update(state.num_updates)
     status = "failed"  # how the loggers' runs end
     try:
         for epoch in range(start_epoch, epochs):
             state.start_epoch(epoch)
             train_one_epoch(task, model, components, data, env, state, policy=policy, checks=checks,
-                            loggers=loggers, epochs=epochs, log_every=train_cfg["log_every"],
-                            grad_clip=train_cfg["grad_clip"], progress=progress)
+                            loggers=loggers, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                            log_every=train_cfg["log_every"], grad_clip=train_cfg["grad_clip"], progress=progress)
             stop_early = finish_epoch(task, model, components, data, env, state, run=run, policy=policy,
-                                      checks=checks, loggers=loggers, epochs=epochs,
+                                      checks=checks, loggers=loggers, epochs=epochs, steps_per_epoch=steps_per_epoch,
                                       first_of_run=epoch == start_epoch, progress=progress)
             if stop_early:
                 metric = components.early_stopping.metric
@@ -231,13 +233,14 @@ def resume_from_checkpoint(policy: CheckpointPolicy, model: torch.nn.Module, sta
 
 def train_one_epoch(task: Task, model: torch.nn.Module, components: Components, data: LoopData, env: DistInfo,
                     state: TrainState, *, policy: CheckpointPolicy, checks: StopChecks, loggers: RunLoggers,
-                    epochs: int, log_every: int, grad_clip: float | None, progress: bool) -> None:
+                    epochs: int, steps_per_epoch: int, log_every: int, grad_clip: float | None,
+                    progress: bool) -> None:
     """Train the epoch in progress (``state.epoch``) from its step ``state.step`` on (a resumed epoch continues
     after the batches it trained), with a recovery checkpoint when the policy says so. At log steps, recovery
     steps and the epoch's last step every process agrees on what stops the run (:class:`StopChecks`): a non-finite
     loss raises, a signal saves a checkpoint and raises :class:`~.errors.TrainingStopped`. Leaves ``state.elapsed``
     at the epoch's training time."""
-    steps_per_epoch, first_step = data.steps_per_epoch, state.step
+    first_step = state.step
     data.sampler.set_epoch(state.epoch)
     data.sampler.start_at(first_step * data.batch_size * data.accumulation)
     model.train()
@@ -304,7 +307,8 @@ def train_step(task: Task, model: torch.nn.Module, components: Components, micro
 
 def finish_epoch(task: Task, model: torch.nn.Module, components: Components, data: LoopData, env: DistInfo,
                  state: TrainState, *, run: RunFolder, policy: CheckpointPolicy, checks: StopChecks,
-                 loggers: RunLoggers, epochs: int, first_of_run: bool, progress: bool) -> bool:
+                 loggers: RunLoggers, epochs: int, steps_per_epoch: int, first_of_run: bool,
+                 progress: bool) -> bool:
     """The end of an epoch: its metrics row (the losses averaged over every process's images), the evaluation when
     due, the best scores and early stopping, then on the main process ``metrics.csv``, the weights, the curves and
     the loggers; last the epoch's checkpoint (:class:`~.errors.TrainingStopped` after it when a signal came during
@@ -322,10 +326,10 @@ def finish_epoch(task: Task, model: torch.nn.Module, components: Components, dat
         improved, ema_improved = state.note_scores(row, task.best_metric, ema=components.ema is not None)
     if env.is_main:
         record_epoch(task, model, components, run, policy, loggers, row, improved=improved,
-                     ema_improved=ema_improved, steps_per_epoch=data.steps_per_epoch, log_lr_plot=first_of_run)
+                     ema_improved=ema_improved, steps_per_epoch=steps_per_epoch, log_lr_plot=first_of_run)
         tqdm.write(f"epoch {state.epoch + 1}/{epochs}: loss {row['train_loss']:.4f}  {task.scores(row)}  "
                    f"{row['images_per_s']:.1f} img/s  ({state.elapsed:.0f} s)")
-    state.step, state.epoch_done, state.stopped_early = data.steps_per_epoch, True, stop_early
+    state.step, state.epoch_done, state.stopped_early = steps_per_epoch, True, stop_early
     saved = policy.save_resumable(model, state.state_dict(env), link_last=True)
     if checks.signal_since_last_check():  # a signal during evaluation
         raise checks.stopped(saved)
