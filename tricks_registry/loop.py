@@ -48,9 +48,9 @@ from .run_folder import CURVES_FILE, LR_SCHEDULE_FILE, RunFolder
 from .runtime import apply_freeze
 from .tasks import Task
 
-__all__ = ["fit", "LoopData", "TrainState", "train_one_epoch", "train_step", "finish_epoch", "evaluate_epoch",
-           "StopChecks", "global_batches", "optimizer_step", "backward_update", "model_checksum", "SignalStop",
-           "STOP_SIGNALS", "WorkerSignalGuard"]
+__all__ = ["fit", "LoopData", "TrainState", "wrap_for_processes", "resume_from_checkpoint", "train_one_epoch",
+           "train_step", "finish_epoch", "evaluate_epoch", "record_epoch", "StopChecks", "global_batches",
+           "optimizer_step", "backward_update", "model_checksum", "SignalStop", "STOP_SIGNALS", "WorkerSignalGuard"]
 
 
 @dataclass
