@@ -259,9 +259,9 @@ def count_flops(fn: Callable[[], Any]) -> int:
 
 
 def _on_meta(model: torch.nn.Module) -> torch.nn.Module:
-    model = getattr(model, "module", model)
-    model = getattr(model, "_orig_mod", model)
-    return copy.deepcopy(model).to("meta")
+    from tricks_registry.distributed import unwrap_model
+
+    return copy.deepcopy(unwrap_model(model)).to("meta")
 
 
 def train_flops_per_image(model: torch.nn.Module, input_size: int, *, teacher: torch.nn.Module | None = None,

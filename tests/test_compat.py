@@ -138,8 +138,7 @@ def test_no_module_but_compat_reads_another_librarys_private_name():
             continue
         tree = ast.parse(path.read_text(encoding="utf-8"))
         # our own private names: attributes the package's classes define (self._x read through another object)
-        found = [name for name in _private_reads(tree) if name not in _OUR_PRIVATE_ATTRIBUTES
-                 and name not in _UNTIL_UNWRAP_MODEL.get(path.name, ())]
+        found = [name for name in _private_reads(tree) if name not in _OUR_PRIVATE_ATTRIBUTES]
         if found:
             reads[str(path.relative_to(PACKAGE))] = found
     assert not reads
@@ -147,6 +146,3 @@ def test_no_module_but_compat_reads_another_librarys_private_name():
 
 #: private attributes of our own objects, read by the module that defines them
 _OUR_PRIVATE_ATTRIBUTES = {"_typed", "_forget_in_child", "_model", "_loader"}
-#: torch.compile's wrapper read where a model is unwrapped: these become ``distributed.unwrap_model`` (which calls
-#: :func:`tricks_registry.compat.uncompiled`) in the "one of each" work of issue 23; delete once that is merged
-_UNTIL_UNWRAP_MODEL = {"build.py": ("_orig_mod",), "checkpoint.py": ("_orig_mod",)}

@@ -14,16 +14,13 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from .distributed import unwrap_model
 from .errors import RecipeError
 from .models import build_model
 from .parts import Pipeline, RuntimeSettings, Schedule, compose, parts_from_config
 from .recipe import Recipe
-from .tricks.control import EarlyStopping, make_early_stopping, make_ema
-from .tricks.efficiency import grad_scaler, prepare_model
-from .tricks.losses import make_criterion
-from .tricks.mixing import batch_transform
-from .tricks.optimizers import decay_all_params, default_optimizer
-from .tricks.schedules import default_schedule
+from .runtime import EarlyStopping, batch_transform, decay_all_params, default_optimizer, default_schedule, \
+    grad_scaler, make_criterion, make_early_stopping, make_ema, prepare_model
 from .weights import load_pretrained_into, load_teacher
 
 __all__ = ["Components", "ModelSource", "build_components", "build_classifier", "apply_model_transforms",
@@ -63,7 +60,7 @@ class Components:
     @property
     def bare_model(self) -> nn.Module:
         """The model without ``torch.compile``'s wrapper (what the optimizer, EMA and penalties see)."""
-        return getattr(self.model, "_orig_mod", self.model)
+        return unwrap_model(self.model)
 
 
 def recipe_pipeline(recipe: Recipe) -> Pipeline:
@@ -115,7 +112,7 @@ def build_components(recipe: Recipe, *, num_classes: int, device: torch.device, 
     runtime = pipeline.runtime
     model = source.build_model(pipeline, num_classes, load_weights=load_weights).to(device)
     model = prepare_model(model, runtime)
-    bare = getattr(model, "_orig_mod", model)
+    bare = unwrap_model(model)
     ema = make_ema(bare, runtime, device)
     teacher_model = None
     if pipeline.distillation is not None:

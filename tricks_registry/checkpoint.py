@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save
 
+from .distributed import unwrap_model
 from .errors import CheckpointError
 from .fsutil import atomic_write_bytes, atomic_write_text, link_or_copy
 
@@ -60,9 +61,7 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
 
 def state_dict_for_save(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The model's state dict, unwrapped from DDP/compile, contiguous and on the CPU (as safetensors wants)."""
-    module = getattr(model, "module", model)
-    module = getattr(module, "_orig_mod", module)
-    return {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    return {k: v.detach().cpu().contiguous() for k, v in unwrap_model(model).state_dict().items()}
 
 
 def rng_state() -> dict[str, Any]:

@@ -28,9 +28,10 @@ from .distributed import DistInfo, gather, init_distributed, say, unwrap_model
 from .errors import CheckpointError, DataError, TimmTricksError
 from .fsutil import ExclusiveLock
 from .loggers import check_loggers
-from .loop import LoopData, WorkerSignalGuard, fit, model_checksum, run_summary
+from .loop import LoopData, WorkerSignalGuard, fit, model_checksum
 from .models import check_model_name
 from .recipe import Recipe, batch_plan
+from .report import run_summary
 from .run_folder import SCAN_FILE, RunFolder, is_run_folder, run_folder_name
 from .data.scan import ScanPolicy
 from .tasks import TaskData, task_for_recipe
