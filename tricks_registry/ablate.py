@@ -317,11 +317,13 @@ def _count_images(data_dir: Path, split: str, dataset: str | None = None) -> tup
 def run_ablation(refs: Sequence[str], *, data_dir: str | Path, output: str | Path, preset: str = "none",
                  seeds: int = 2, extra: Sequence[str] = (), teacher: str | None = None, device: str | None = None,
                  progress: bool = True, ladder_name: str | None = None, command: str | None = None,
-                 results_dir: str | Path | None = None, scan: bool = True, rescan: bool = False) -> dict[str, Any]:
+                 results_dir: str | Path | None = None, scan: bool = True, rescan: bool = False,
+                 only_finished: bool = False) -> dict[str, Any]:
     """Train every rung of ``refs`` for ``seeds`` seeds (0 .. seeds-1) into ``output``; write results.json,
     results.md and results.png into ``results_dir`` (default ``output``) after every run; return the results.
     The first run trained scans the images (``scan``; ``rescan``: every file decoded again, see :mod:`.scan`),
-    the later ones trust it."""
+    the later ones trust it. ``only_finished`` trains nothing: the results of the runs that have finished (those
+    of a launched ablation, :mod:`.launch`)."""
     if preset not in PRESETS:
         raise TimmTricksError(f"--preset {preset}: unknown; presets: {', '.join(PRESETS)}")
     if seeds < 1:
@@ -349,7 +351,9 @@ def run_ablation(refs: Sequence[str], *, data_dir: str | Path, output: str | Pat
         t_overrides = [*t_sets(resolve(t_ref)), *extra]
         t_recipe = resolve(t_ref, t_overrides)
         t_dir = finished_run(out / "teacher", t_recipe.sha256)
-        if t_dir is None:
+        if t_dir is None and only_finished:  # no teacher yet: its students are not finished either
+            pass
+        elif t_dir is None:
             tqdm.write(f"ablate: training the distillation teacher first ({t_recipe.data['model']['name']}, "
                        f"{t_recipe.data['train']['epochs']} epochs of {t_ref}) into {out / 'teacher'}")
             t_dir = train(t_recipe, data_dir=str(data_dir), output=out / "teacher", device=device, progress=progress,
@@ -357,10 +361,10 @@ def run_ablation(refs: Sequence[str], *, data_dir: str | Path, output: str | Pat
             scanned = True
         else:
             tqdm.write(f"ablate: reusing the teacher trained before in {t_dir}")
-        teacher = str(t_dir)
-        t_run = read_run(t_dir)
-        teacher_info = {"recipe": f"{t_recipe.name}@{t_recipe.version}",
-                        "overrides": t_overrides, **t_run, "sha256": t_recipe.sha256}
+        if t_dir is not None:
+            teacher = str(t_dir)
+            teacher_info = {"recipe": f"{t_recipe.name}@{t_recipe.version}",
+                            "overrides": t_overrides, **read_run(t_dir), "sha256": t_recipe.sha256}
 
     rungs = plan_ladder(refs, p, seed_list, extra, teacher=teacher if needs_teacher else None)
     results: dict[str, Any] = {
@@ -390,6 +394,9 @@ def run_ablation(refs: Sequence[str], *, data_dir: str | Path, output: str | Pat
             recipe = rung.recipes[seed]
             folder = out / "runs" / f"{i:02d}-{rung.name}" / f"seed{seed}"
             run_dir = finished_run(folder, recipe.sha256)
+            if run_dir is None and only_finished:
+                bar.update(1)
+                continue
             if run_dir is None:
                 tqdm.write(f"ablate [{done}/{total}] {rung.label}: {recipe.name}, seed {seed}, "
                            f"{recipe.data['model']['name']}, {recipe.data['train']['epochs']} epoch(s)")
