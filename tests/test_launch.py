@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -92,6 +93,25 @@ def test_local_jobs_give_the_in_process_results(cifar_subset, tmp_path):
     # the same command again: every run finished, nothing submitted
     assert main(_ablate_argv(cifar_subset, tmp_path / "local", "--launcher", "local")) == 0
     assert json.loads((tmp_path / "local" / "jobs.json").read_text())["runs"] == record
+    # one run's folder gone: --status --partial tabulates the three finished ones and trains nothing
+    lost = Path(record[sorted(record)[-1]]["run_dir"])
+    shutil.rmtree(lost)
+    assert main(_ablate_argv(cifar_subset, tmp_path / "local", "--status", "--partial")) == 0
+    partial = json.loads((tmp_path / "local" / "results.json").read_text())
+    assert partial["runs_done"] == 3 and not lost.exists()
+    assert _values(partial)[0] == _values(here)[0]
+
+
+def test_the_tasks_of_a_local_job_get_torchruns_variables():
+    from tricks_registry.launch import child_environment
+
+    task = {"SUBMITIT_LOCAL_NTASKS": "2", "SUBMITIT_LOCAL_GLOBALID": "1", "SUBMITIT_LOCAL_LOCALID": "1",
+            "SUBMITIT_LOCAL_JOB_ID": "777"}
+    env = child_environment(task)
+    assert (env["RANK"], env["WORLD_SIZE"], env["LOCAL_RANK"], env["MASTER_ADDR"], env["MASTER_PORT"]) == \
+        ("1", "2", "1", "127.0.0.1", "12777")
+    assert "RANK" not in child_environment({**task, "SUBMITIT_LOCAL_NTASKS": "1"})
+    assert child_environment({"SLURM_PROCID": "3"}) == {"SLURM_PROCID": "3"}  # srun's, read by distributed.py
 
 
 def _task_pids(folder: Path) -> list[int]:

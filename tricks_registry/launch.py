@@ -22,6 +22,7 @@ submitit is the optional ``[slurm]`` extra: it is imported only by the launchers
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -39,7 +40,7 @@ from .fsutil import atomic_write_text
 
 __all__ = ["LAUNCHERS", "Resources", "TrainJob", "LaunchedRun", "require_submitit", "parse_timeout",
            "parse_sbatch_option", "check_resources", "make_executor", "launch_train", "launch_ablation",
-           "run_state", "JOBS_FILE", "stop_exit_codes", "log_error_line", "experiment_name", "plan_launched_runs"]
+           "run_state", "JOBS_FILE", "stop_exit_codes", "log_error_line", "experiment_name", "plan_launched_runs", "child_environment"]
 
 #: the launchers: this process, submitit's local executor, a SLURM cluster through submitit
 LAUNCHERS = ("inprocess", "local", "slurm")
@@ -150,6 +151,18 @@ def _child_setup() -> None:
         pass
 
 
+def child_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The child's environment: the task's, plus torchrun's variables for the tasks of a submitit local job
+    (which sets only its own ``SUBMITIT_LOCAL_*``; SLURM's ``srun`` variables are read by :mod:`.distributed`)."""
+    env = dict(environ)
+    tasks = int(env.get("SUBMITIT_LOCAL_NTASKS", "1") or 1)
+    if tasks > 1 and "RANK" not in env:
+        env.update(RANK=env.get("SUBMITIT_LOCAL_GLOBALID", "0"), WORLD_SIZE=str(tasks),
+                   LOCAL_RANK=env.get("SUBMITIT_LOCAL_LOCALID", "0"), MASTER_ADDR="127.0.0.1",
+                   MASTER_PORT=str(12000 + int(env.get("SUBMITIT_LOCAL_JOB_ID", "0") or 0) % 20000))
+    return env
+
+
 @dataclass
 class TrainJob:
     """One run as a submitit job: ``tricks-train <argv>`` in a child process of each task. ``argv`` carries
@@ -192,7 +205,7 @@ class TrainJob:
     def __call__(self) -> dict[str, Any]:
         """Train (or continue) the run; the run folder and the child's exit code."""
         self._rc = None
-        self._proc = subprocess.Popen(self.command(), preexec_fn=_child_setup)
+        self._proc = subprocess.Popen(self.command(), preexec_fn=_child_setup, env=child_environment(os.environ))
         try:
             rc = self._wait()
         except KeyboardInterrupt:  # the local controller's cancel: the child saves, then both stop
@@ -552,7 +565,7 @@ def _launch(todo: list[LaunchedRun], teacher_run: LaunchedRun | None, *, launche
             while queue and len(running) < parallel:
                 run = queue.pop(0)
                 gpus = [free.pop(0) for _ in range(per_job)]
-                ex = make_executor("local", folder, Resources(**{**resources.__dict__, "gpus_per_node": per_job}),
+                ex = make_executor("local", folder, dataclasses.replace(resources, gpus_per_node=per_job),
                                    job_name=run.experiment)
                 if gpus:
                     ex.update_parameters(visible_gpus=gpus)
