@@ -40,7 +40,7 @@ from .run_folder import RunFolder
 from .train import train
 
 __all__ = ["LADDERS", "PRESETS", "RUNG_LABELS", "Preset", "Rung", "plan_ladder", "run_ablation", "read_run",
-           "finished_run", "rung_stats", "paper_figure", "render_markdown", "render_chart"]
+           "finished_run", "preset_teacher", "rung_stats", "paper_figure", "render_markdown", "render_chart"]
 
 #: named ladders: recipe names in the paper's order
 LADDERS: dict[str, tuple[str, ...]] = {
@@ -346,14 +346,15 @@ def run_ablation(refs: Sequence[str], *, data_dir: str | Path, output: str | Pat
     val_images, _ = _count_images(data_dir, probe.data["data"]["val_split"], dataset)
 
     # the teacher: trained once by the preset (or given), before any rung that distils
+    if only_finished and needs_teacher and teacher is None and p.teacher is not None and \
+            finished_run(out / "teacher", preset_teacher(p, extra).sha256) is None:
+        needs_teacher = False  # a launched ablation whose teacher has not finished: nor have its students
     if needs_teacher and teacher is None and p.teacher is not None:
         t_ref, t_sets = p.teacher
         t_overrides = [*t_sets(resolve(t_ref)), *extra]
         t_recipe = resolve(t_ref, t_overrides)
         t_dir = finished_run(out / "teacher", t_recipe.sha256)
-        if t_dir is None and only_finished:  # no teacher yet: its students are not finished either
-            pass
-        elif t_dir is None:
+        if t_dir is None:
             tqdm.write(f"ablate: training the distillation teacher first ({t_recipe.data['model']['name']}, "
                        f"{t_recipe.data['train']['epochs']} epochs of {t_ref}) into {out / 'teacher'}")
             t_dir = train(t_recipe, data_dir=str(data_dir), output=out / "teacher", device=device, progress=progress,
@@ -361,10 +362,10 @@ def run_ablation(refs: Sequence[str], *, data_dir: str | Path, output: str | Pat
             scanned = True
         else:
             tqdm.write(f"ablate: reusing the teacher trained before in {t_dir}")
-        if t_dir is not None:
-            teacher = str(t_dir)
-            teacher_info = {"recipe": f"{t_recipe.name}@{t_recipe.version}",
-                            "overrides": t_overrides, **read_run(t_dir), "sha256": t_recipe.sha256}
+        teacher = str(t_dir)
+        t_run = read_run(t_dir)
+        teacher_info = {"recipe": f"{t_recipe.name}@{t_recipe.version}",
+                        "overrides": t_overrides, **t_run, "sha256": t_recipe.sha256}
 
     rungs = plan_ladder(refs, p, seed_list, extra, teacher=teacher if needs_teacher else None)
     results: dict[str, Any] = {
@@ -435,3 +436,9 @@ def _summarise(rungs: Sequence[Rung], runs: dict[str, list[dict[str, Any]]]) -> 
         by_name[recipe.name] = entry
         out.append(entry)
     return out
+
+
+def preset_teacher(preset: Preset, extra: Sequence[str] = ()) -> Recipe:
+    """The recipe of the teacher a preset trains (``preset.teacher`` set), with the command line's overrides."""
+    t_ref, t_sets = preset.teacher
+    return resolve(t_ref, [*t_sets(resolve(t_ref)), *extra])

@@ -40,7 +40,8 @@ from .fsutil import atomic_write_text
 
 __all__ = ["LAUNCHERS", "Resources", "TrainJob", "LaunchedRun", "require_submitit", "parse_timeout",
            "parse_sbatch_option", "check_resources", "make_executor", "launch_train", "launch_ablation",
-           "run_state", "JOBS_FILE", "stop_exit_codes", "log_error_line", "experiment_name", "plan_launched_runs", "child_environment"]
+           "run_state", "JOBS_FILE", "stop_exit_codes", "log_error_line", "experiment_name", "plan_launched_runs", "child_environment",
+           "recipe_facts"]
 
 #: the launchers: this process, submitit's local executor, a SLURM cluster through submitit
 LAUNCHERS = ("inprocess", "local", "slurm")
@@ -128,6 +129,16 @@ class Resources:
     @property
     def world_size(self) -> int:
         return self.nodes * self.tasks_per_node
+
+
+def recipe_facts(recipe: Any) -> tuple[int, int, bool]:
+    """(epochs, global batch size, distils) of a resolved recipe: the only recipe values the launchers read
+    (typed sections where the recipe has them, ``recipe.train.epochs``; else its resolved mapping)."""
+    train = getattr(recipe, "train", None)
+    if train is not None and hasattr(train, "epochs"):
+        return train.epochs, train.global_batch_size, "distillation" in recipe.tricks
+    cfg = recipe.data
+    return cfg["train"]["epochs"], cfg["train"]["global_batch_size"], "distillation" in cfg["tricks"]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -270,7 +281,7 @@ def check_resources(launcher: str, resources: Resources, recipes: Sequence[Any],
         try:
             batch_plan(recipe, resources.world_size, device_batch)
         except TimmTricksError:
-            global_batch = recipe.data["train"]["global_batch_size"]
+            global_batch = recipe_facts(recipe)[1]
             raise TimmTricksError(
                 f"--nodes {resources.nodes} x --gpus-per-node {resources.gpus_per_node}: {resources.world_size} "
                 f"process(es) do not split {recipe.name}'s global batch of {global_batch} evenly; use a GPU count "
@@ -404,7 +415,7 @@ def run_state(run: LaunchedRun, job_state: Callable[[str], str] | None = None) -
         return "finished", f"top-1 {top1:.2f}" if isinstance(top1, (int, float)) else str(done)
     if run.job is None:
         return "missing", ""
-    epochs = run.recipe.data["train"]["epochs"]
+    epochs = recipe_facts(run.recipe)[0]
     k = len(RunFolder(run.run_dir).metrics()) if run.run_dir.is_dir() else 0
     scheduler = (job_state(run.job["job_id"]) if job_state is not None else "UNKNOWN").upper()
     log = Path(run.job.get("log", ""))
@@ -435,23 +446,22 @@ def plan_launched_runs(refs: Sequence[str], *, preset: str, seeds: int, extra: S
     """Every (rung, seed) run of the ladder as a :class:`LaunchedRun` (in :func:`.ablate.run_ablation`'s folders),
     and the preset's teacher as one when a rung distils and no ``teacher`` is given (its folder known in
     advance, so the distilling rungs can name it)."""
-    from .ablate import PRESETS, plan_ladder
+    from .ablate import PRESETS, plan_ladder, preset_teacher
     from .recipe import resolve
 
     p = PRESETS[preset]
     seed_list = list(range(seeds))
-    published = [resolve(r) for r in refs]
+    needs = any(recipe_facts(resolve(r))[2] for r in refs)
     teacher_run = None
-    if teacher is None and p.teacher is not None and any("distillation" in r.data["tricks"] for r in published):
+    if teacher is None and p.teacher is not None and needs:
+        t_recipe = preset_teacher(p, extra)
         t_ref, t_sets = p.teacher
-        t_overrides = [*t_sets(resolve(t_ref)), *extra]
-        t_recipe = resolve(t_ref, t_overrides)
         name = experiment_name(t_recipe)
         teacher_run = LaunchedRun(key="teacher", label="teacher", recipe=t_recipe, output=out / "teacher",
-                                  experiment=name, argv=_train_argv(t_ref, t_overrides, data_dir=data_dir,
-                                                                    device=device, scan=scan, rescan=rescan))
+                                  experiment=name, argv=_train_argv(t_ref, [*t_sets(resolve(t_ref)), *extra],
+                                                                    data_dir=data_dir, device=device, scan=scan,
+                                                                    rescan=rescan))
         teacher = str(out / "teacher" / name)
-    needs = any("distillation" in r.data["tricks"] for r in published)
     rungs = plan_ladder(refs, p, seed_list, extra, teacher=teacher if needs else None)
     runs: list[LaunchedRun] = []
     for i, rung in enumerate(rungs, 1):
