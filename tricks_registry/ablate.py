@@ -40,7 +40,7 @@ from .run_folder import RunFolder
 from .train import train
 
 __all__ = ["LADDERS", "PRESETS", "RUNG_LABELS", "Preset", "Rung", "plan_ladder", "run_ablation", "read_run",
-           "finished_run", "rung_stats", "paper_figure", "render_markdown", "render_chart"]
+           "finished_run", "preset_teacher", "rung_stats", "paper_figure", "render_markdown", "render_chart"]
 
 #: named ladders: recipe names in the paper's order
 LADDERS: dict[str, tuple[str, ...]] = {
@@ -316,11 +316,13 @@ def _count_images(data_dir: Path, split: str, dataset: str | None = None) -> tup
 def run_ablation(refs: Sequence[str], *, data_dir: str | Path, output: str | Path, preset: str = "none",
                  seeds: int = 2, extra: Sequence[str] = (), teacher: str | None = None, device: str | None = None,
                  progress: bool = True, ladder_name: str | None = None, command: str | None = None,
-                 results_dir: str | Path | None = None, scan: bool = True, rescan: bool = False) -> dict[str, Any]:
+                 results_dir: str | Path | None = None, scan: bool = True, rescan: bool = False,
+                 only_finished: bool = False) -> dict[str, Any]:
     """Train every rung of ``refs`` for ``seeds`` seeds (0 .. seeds-1) into ``output``; write results.json,
     results.md and results.png into ``results_dir`` (default ``output``) after every run; return the results.
     The first run trained scans the images (``scan``; ``rescan``: every file decoded again, see :mod:`.scan`),
-    the later ones trust it."""
+    the later ones trust it. ``only_finished`` trains nothing: the results of the runs that have finished (those
+    of a launched ablation, :mod:`.launch`)."""
     if preset not in PRESETS:
         raise TimmTricksError(f"--preset {preset}: unknown; presets: {', '.join(PRESETS)}")
     if seeds < 1:
@@ -343,6 +345,9 @@ def run_ablation(refs: Sequence[str], *, data_dir: str | Path, output: str | Pat
     val_images, _ = _count_images(data_dir, probe.data.val_split, dataset)
 
     # the teacher: trained once by the preset (or given), before any rung that distils
+    if only_finished and needs_teacher and teacher is None and p.teacher is not None and \
+            finished_run(out / "teacher", preset_teacher(p, extra).sha256) is None:
+        needs_teacher = False  # a launched ablation whose teacher has not finished: nor have its students
     if needs_teacher and teacher is None and p.teacher is not None:
         t_ref, t_sets = p.teacher
         t_overrides = [*t_sets(resolve(t_ref)), *extra]
@@ -389,6 +394,9 @@ def run_ablation(refs: Sequence[str], *, data_dir: str | Path, output: str | Pat
             recipe = rung.recipes[seed]
             folder = out / "runs" / f"{i:02d}-{rung.name}" / f"seed{seed}"
             run_dir = finished_run(folder, recipe.sha256)
+            if run_dir is None and only_finished:
+                bar.update(1)
+                continue
             if run_dir is None:
                 tqdm.write(f"ablate [{done}/{total}] {rung.label}: {recipe.name}, seed {seed}, "
                            f"{recipe.model.name}, {recipe.train.epochs} epoch(s)")
@@ -427,3 +435,9 @@ def _summarise(rungs: Sequence[Rung], runs: dict[str, list[dict[str, Any]]]) -> 
         by_name[recipe.name] = entry
         out.append(entry)
     return out
+
+
+def preset_teacher(preset: Preset, extra: Sequence[str] = ()) -> Recipe:
+    """The recipe of the teacher a preset trains (``preset.teacher`` set), with the command line's overrides."""
+    t_ref, t_sets = preset.teacher
+    return resolve(t_ref, [*t_sets(resolve(t_ref)), *extra])

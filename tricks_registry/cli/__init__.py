@@ -78,6 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = full_parser().parse_args(rest)
     elif rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    args.argv = list(sys.argv[1:] if argv is None else argv)[1:]  # the command's own arguments (--launcher jobs)
     return run_command(args.func, args)
 
 
@@ -86,4 +87,6 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tricks-train", description="Train a timm-tricks recipe "
                                      "(single process, or torchrun --nproc_per_node N for DDP).")
     train.add_train_args(parser)
-    return run_command(train.cmd_train, parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # the command line again, for --launcher jobs
+    return run_command(train.cmd_train, args)

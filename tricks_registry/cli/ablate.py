@@ -8,6 +8,7 @@ from typing import Any
 
 from ..errors import TimmTricksError
 from ..recipe import resolve
+from .launch import add_launcher_args, resources_from_args
 from .train import add_scan_args
 
 __all__ = ["add_commands", "full_parser", "cmd_ablate"]
@@ -50,6 +51,7 @@ def full_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print the runs and their overrides, train nothing")
     p.add_argument("--no-progress", action="store_true")
     add_scan_args(p)
+    add_launcher_args(p, ablate=True)
     p.set_defaults(func=cmd_ablate)
     return p
 
@@ -94,9 +96,40 @@ def cmd_ablate(args: argparse.Namespace) -> int:
                   f"{r.train.epochs} epochs, batch {r.train.global_batch_size}, lr {r.lr:g}")
             print(f"    --set {' --set '.join(rung.overrides) if rung.overrides else '(none)'}")
         return 0
+    if args.launcher != "inprocess" or args.status or args.partial:
+        return _launched(args, refs, ladder)
     run_ablation(refs, data_dir=args.data_dir, output=args.output, preset=args.preset, seeds=args.seeds,
                  extra=args.overrides, teacher=args.teacher, device=args.device, progress=not args.no_progress,
                  ladder_name=ladder, command=_command(args), results_dir=args.results,
                  scan=not args.no_scan, rescan=args.rescan)
+    return 0
+
+
+def _launched(args: argparse.Namespace, refs: list[str], ladder: str) -> int:
+    """``--launcher local|slurm``, ``--status``, ``--partial``: the runs as jobs (:mod:`tricks_registry.launch`)."""
+    import json
+    from pathlib import Path
+
+    from ..ablate import run_ablation
+    from ..launch import JOBS_FILE, launch_ablation
+
+    launcher = args.launcher
+    if launcher == "inprocess":  # --status / --partial: the launcher that submitted the recorded jobs
+        jobs = Path(args.output) / JOBS_FILE
+        recorded = [r.get("launcher") for r in json.loads(jobs.read_text())["runs"].values()] if jobs.is_file() else []
+        if not recorded:
+            raise TimmTricksError(f"--status / --partial: no launched jobs recorded in {jobs}; give --launcher")
+        launcher = recorded[0]
+
+    def write_results(out: Path, only_finished: bool) -> None:
+        run_ablation(refs, data_dir=args.data_dir, output=out, preset=args.preset, seeds=args.seeds,
+                     extra=args.overrides, teacher=args.teacher, device=args.device, progress=False,
+                     ladder_name=ladder, command=_command(args), results_dir=args.results, scan=False,
+                     only_finished=only_finished)
+
+    launch_ablation(refs, launcher=launcher, resources=resources_from_args(args), data_dir=args.data_dir,
+                    output=args.output, preset=args.preset, seeds=args.seeds, extra=args.overrides,
+                    teacher=args.teacher, device=args.device, status_only=args.status, partial=args.partial,
+                    scan=not args.no_scan, rescan=args.rescan, write_results=write_results)
     return 0
 

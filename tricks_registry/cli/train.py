@@ -62,6 +62,9 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                    help="leave out unreadable images found by the scan (listed in the run folder's bad_images.txt) "
                         "instead of stopping before training")
     add_scan_args(p)
+    from .launch import add_launcher_args  # --launcher local|slurm and the job's resources
+
+    add_launcher_args(p)
     # the Hub
     p.add_argument("--push-to-hub", metavar="ORG/NAME",
                    help="when training ends, export the run (to RUN_DIR/hub) and push it to this Hub repo")
@@ -128,6 +131,10 @@ def cmd_train(args: argparse.Namespace) -> int:
                                   "with tricks export-transfer RUN_DIR OUT_DIR)")
     check_push_args(args)
     check_run_options(recipe, args)  # before a --demo teacher trains for minutes
+    if args.launcher != "inprocess":  # the same command as a submitit job (DeiT's run_with_submitit.py)
+        from .launch import launch_from_args
+
+        return launch_from_args(args, recipe)
     teacher = pinned_teacher(recipe, args.revision)
     if demo and "distillation" in recipe.tricks:
         teacher = str(_demo_teacher(recipe, args))
