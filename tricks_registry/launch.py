@@ -33,10 +33,13 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from .errors import TimmTricksError
 from .fsutil import atomic_write_text
+
+if TYPE_CHECKING:
+    from .recipe import Recipe
 
 __all__ = ["LAUNCHERS", "Resources", "TrainJob", "LaunchedRun", "require_submitit", "parse_timeout",
            "parse_sbatch_option", "check_resources", "make_executor", "launch_train", "launch_ablation",
@@ -131,14 +134,9 @@ class Resources:
         return self.nodes * self.tasks_per_node
 
 
-def recipe_facts(recipe: Any) -> tuple[int, int, bool]:
-    """(epochs, global batch size, distils) of a resolved recipe: the only recipe values the launchers read
-    (typed sections where the recipe has them, ``recipe.train.epochs``; else its resolved mapping)."""
-    train = getattr(recipe, "train", None)
-    if train is not None and hasattr(train, "epochs"):
-        return train.epochs, train.global_batch_size, "distillation" in recipe.tricks
-    cfg = recipe.data
-    return cfg["train"]["epochs"], cfg["train"]["global_batch_size"], "distillation" in cfg["tricks"]
+def recipe_facts(recipe: Recipe) -> tuple[int, int, bool]:
+    """(epochs, global batch size, distils) of a resolved recipe: the only recipe values the launchers read."""
+    return recipe.train.epochs, recipe.train.global_batch_size, "distillation" in recipe.tricks
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ def export_transfer(run_dir: str | Path, out_dir: str | Path) -> Path:
     if not is_run_folder(run.path):
         raise CheckpointError(f"{run.path}: not a tricks-train run folder (no recipe.yaml)")
     recipe, sha256 = run.recipe_data()  # its hash checked
-    if recipe.get("task", "classification") == "classification":
+    if recipe["task"] == "classification":  # a resolved recipe names its task
         raise CheckpointError(f"{run.path}: a classification run; export it with `tricks export` (the Hub folder) "
                               "or `tricks recipe export` (timm's train.py arguments) instead")
     summary = run.summary() or {}
