@@ -77,3 +77,29 @@ def test_the_cli_turns_the_error_into_one_line_and_exit_code_2(tmp_path: Path, c
                  "--output", str(tmp_path), "--device", "cpu", "--no-progress"])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: data: ") and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_a_bad_image_error_holds_its_path_and_reason_as_fields(tmp_path: Path):
+    """What the scan records and the CLI prints is read from fields, not parsed from the text; a data-loader
+    worker's error, which torch re-raises from its traceback text alone, still says the worker's one line."""
+    import pickle
+
+    from torch._utils import ExceptionWrapper  # what a DataLoader worker sends its error back in
+
+    from tricks_registry.data import BadImageError, check_image
+
+    bad = tmp_path / "cat: 1.jpg"  # a ": " in the name once cut the reason short
+    bad.write_bytes(b"not a jpeg")
+    reason = check_image(str(bad))
+    assert reason is not None and reason.startswith("unreadable image (")  # not "1.jpg: unreadable image (..."
+    err = BadImageError.unreadable(str(bad), "truncated")
+    assert (err.path, err.reason, str(err)) == (str(bad), "truncated", f"{bad}: unreadable image (truncated)")
+    again = pickle.loads(pickle.dumps(err))
+    assert (again.path, again.reason, str(again)) == (err.path, err.reason, str(err))
+    try:
+        raise err
+    except BadImageError:
+        wrapped = ExceptionWrapper(where="in DataLoader worker process 0")
+    with pytest.raises(BadImageError) as raised:
+        wrapped.reraise()
+    assert raised.value.summary == str(err) and "Traceback" in str(raised.value)

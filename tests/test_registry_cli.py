@@ -89,19 +89,19 @@ def test_composition_rules():
 
 
 def test_third_party_registration_and_signature_rules():
-    from tricks_registry.parts import Runtime
+    from tricks_registry.parts import RuntimePart
 
     @register_trick("test_only_flag", kind="control", section="test", implemented_by="nothing")
-    def test_only_flag(*, level: int = 1) -> Runtime:
+    def test_only_flag(*, level: int = 1) -> RuntimePart:
         """A test trick."""
-        return Runtime({"test_only_flag": level})
+        return RuntimePart({"test_only_flag": level})
 
     assert build_trick("test_only_flag", level=3).settings == {"test_only_flag": 3}
     assert get_trick("test_only_flag").module == __name__
     with pytest.raises(TrickError, match="keyword-only"):
         @register_trick("test_bad", kind="control", section="test", implemented_by="nothing")
-        def test_bad(level: int = 1) -> Runtime:
-            return Runtime({})
+        def test_bad(level: int = 1) -> RuntimePart:
+            return RuntimePart({})
     with pytest.raises(TrickError, match="unknown kind"):
         register_trick("x", kind="nonsense", section="", implemented_by="")
 

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import tricks_registry as tr
-from tricks_registry.parts import (AmpSettings, CompileSettings, EarlyStoppingSettings, EmaSettings, Runtime,
+from tricks_registry.parts import (AmpSettings, CompileSettings, EarlyStoppingSettings, EmaSettings, RuntimePart,
                                    RuntimeSettings)
 from tricks_registry.tricks import control, efficiency
 
@@ -224,7 +224,7 @@ def test_runtime_settings_are_typed_and_frozen_and_set_once():
         rt.ema = None
     assert dataclasses.replace(rt, ema=None).set_names() == ("channels_last",)
     with pytest.raises(tr.TrickError, match="sets runtime 'ema', which 'ema' sets already") as err:
-        tr.compose([tr.build_trick("ema"), Runtime(RuntimeSettings(ema=EmaSettings()), trick="my_ema")])
+        tr.compose([tr.build_trick("ema"), RuntimePart(RuntimeSettings(ema=EmaSettings()), trick="my_ema")])
     assert err.value.trick == "my_ema"
     with pytest.raises(tr.TrickError, match="not RuntimeSettings"):
-        tr.compose([Runtime({"amp": True}, trick="untyped")])
+        tr.compose([RuntimePart({"amp": True}, trick="untyped")])

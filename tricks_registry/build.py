@@ -23,7 +23,7 @@ from .runtime import EarlyStopping, batch_transform, decay_all_params, default_o
     grad_scaler, make_criterion, make_early_stopping, make_ema, prepare_model
 from .weights import load_pretrained_into, load_teacher
 
-__all__ = ["Components", "ModelSource", "build_components", "build_classifier", "apply_model_transforms",
+__all__ = ["TrainingComponents", "ModelSource", "build_components", "build_classifier", "apply_model_transforms",
            "build_optimizer", "build_scheduler", "parameter_groups", "schedule_part", "recipe_pipeline"]
 
 
@@ -36,7 +36,7 @@ class ModelSource(Protocol):
 
 
 @dataclasses.dataclass
-class Components:
+class TrainingComponents:
     """Everything a run trains with, built from one recipe by :func:`build_components`."""
 
     recipe: Recipe
@@ -101,7 +101,7 @@ class _Classifier:
 
 def build_components(recipe: Recipe, *, num_classes: int, device: torch.device, steps_per_epoch: int,
                      task: ModelSource | None = None, pipeline: Pipeline | None = None, teacher: str | None = None,
-                     trust_pickle: bool = False, load_weights: bool = True) -> Components:
+                     trust_pickle: bool = False, load_weights: bool = True) -> TrainingComponents:
     """Build every component of a run from a resolved recipe, in this order: model (the task's, default the
     recipe's classifier) on ``device`` with the runtime's memory format and compile, EMA of it, the
     distillation teacher (``teacher`` overrides the recipe's spec), optimizer over the task's parameter groups,
@@ -122,7 +122,7 @@ def build_components(recipe: Recipe, *, num_classes: int, device: torch.device, 
     weight_decay = recipe.train.weight_decay
     optimizer = build_optimizer(source.param_groups(bare, pipeline, weight_decay), pipeline, recipe.lr, weight_decay)
     scheduler = build_scheduler(optimizer, pipeline, epochs=recipe.train.epochs, steps_per_epoch=steps_per_epoch)
-    return Components(
+    return TrainingComponents(
         recipe=recipe, pipeline=pipeline, model=model, ema=ema, teacher=teacher_model, optimizer=optimizer,
         scheduler=scheduler, scaler=grad_scaler(runtime, device.type), criterion=make_criterion(pipeline, bare),
         mix=batch_transform(pipeline.batch_mixers, pipeline.label_smoothing, num_classes),

@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from .build import Components
+from .build import TrainingComponents
 from .checkpoint import describe_checkpoint, latest_checkpoint, resumable_checkpoints, save_checkpoint, save_weights
 from .distributed import DistInfo, say, unwrap_model
 from .errors import CheckpointError
@@ -34,7 +34,7 @@ class CheckpointPolicy:
     A write that fails (a full disk) raises :class:`~.errors.CheckpointError` naming what there is to continue
     from."""
 
-    def __init__(self, run: RunFolder, components: Components, env: DistInfo, *, keep: int | None,
+    def __init__(self, run: RunFolder, components: TrainingComponents, env: DistInfo, *, keep: int | None,
                  recovery_interval: int = 0) -> None:
         self.run, self.components, self.env = run, components, env
         self.keep, self.recovery_interval = keep, recovery_interval

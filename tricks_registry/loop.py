@@ -35,7 +35,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from .build import Components
+from .build import TrainingComponents
 from .checkpoint import resumable_checkpoints, rng_state, set_rng_state, state_dict_for_save, state_sha256
 from .checkpoint_policy import CheckpointPolicy
 from .data import ResumableSampler, StreamingSource
@@ -48,13 +48,13 @@ from .run_folder import CURVES_FILE, LR_SCHEDULE_FILE, RunFolder
 from .runtime import apply_freeze
 from .tasks import Task
 
-__all__ = ["fit", "LoopData", "TrainState", "wrap_for_processes", "resume_from_checkpoint", "train_one_epoch",
+__all__ = ["fit", "RunLoaders", "TrainState", "wrap_for_processes", "resume_from_checkpoint", "train_one_epoch",
            "train_step", "finish_epoch", "evaluate_epoch", "record_epoch", "StopChecks", "global_batches",
            "optimizer_step", "backward_update", "model_checksum", "SignalStop", "STOP_SIGNALS", "WorkerSignalGuard"]
 
 
 @dataclass
-class LoopData:
+class RunLoaders:
     """The loaders of a run: training (through a :class:`~.data.ResumableSampler`, or a stream's
     :class:`~.data.StreamingSource`: both have ``set_epoch`` and ``start_at``) and validation (this process's
     share), the per-process batch of one forward pass, and how many of them make one optimizer step (gradient
@@ -152,7 +152,7 @@ def _zero_sums(num_loss_fields: int, device: torch.device) -> torch.Tensor:
     return torch.tensor([0.0] * num_loss_fields, device=device, dtype=torch.float64)
 
 
-def fit(task: Task, components: Components, run: RunFolder, data: LoopData, env: DistInfo, *,
+def fit(task: Task, components: TrainingComponents, run: RunFolder, data: RunLoaders, env: DistInfo, *,
         resume: bool = False, progress: bool = True, recovery_interval: int = 0, log: Sequence[str] = ()) -> int:
     """Train ``components`` on ``task`` for the recipe's epochs, writing into ``run`` (resumed from its newest
     good checkpoint with ``resume``). Raises :class:`~.errors.TrainingError` on a non-finite loss (naming the
@@ -230,7 +230,7 @@ def resume_from_checkpoint(policy: CheckpointPolicy, model: torch.nn.Module, sta
     return state.next_epoch
 
 
-def train_one_epoch(task: Task, model: torch.nn.Module, components: Components, data: LoopData, env: DistInfo,
+def train_one_epoch(task: Task, model: torch.nn.Module, components: TrainingComponents, data: RunLoaders, env: DistInfo,
                     state: TrainState, *, policy: CheckpointPolicy, checks: StopChecks, loggers: RunLoggers,
                     epochs: int, steps_per_epoch: int, log_every: int, grad_clip: float | None,
                     progress: bool) -> None:
@@ -269,7 +269,7 @@ def train_one_epoch(task: Task, model: torch.nn.Module, components: Components, 
     state.elapsed = time.perf_counter() - started
 
 
-def train_step(task: Task, model: torch.nn.Module, components: Components, micro_batches: Sequence[Any],
+def train_step(task: Task, model: torch.nn.Module, components: TrainingComponents, micro_batches: Sequence[Any],
                env: DistInfo, state: TrainState, checks: StopChecks, *, grad_clip: float | None) -> torch.Tensor:
     """One optimizer step over ``micro_batches`` (gradient accumulation: DDP all-reduces the last one's gradients
     only), then the scheduler and the EMA; the step's losses are added to ``state``'s totals unless its loss is
@@ -304,7 +304,7 @@ def train_step(task: Task, model: torch.nn.Module, components: Components, micro
     return loss
 
 
-def finish_epoch(task: Task, model: torch.nn.Module, components: Components, data: LoopData, env: DistInfo,
+def finish_epoch(task: Task, model: torch.nn.Module, components: TrainingComponents, data: RunLoaders, env: DistInfo,
                  state: TrainState, *, run: RunFolder, policy: CheckpointPolicy, checks: StopChecks,
                  loggers: RunLoggers, epochs: int, steps_per_epoch: int, first_of_run: bool,
                  progress: bool) -> bool:
@@ -335,7 +335,7 @@ def finish_epoch(task: Task, model: torch.nn.Module, components: Components, dat
     return stop_early
 
 
-def evaluate_epoch(task: Task, model: torch.nn.Module, components: Components, data: LoopData, env: DistInfo,
+def evaluate_epoch(task: Task, model: torch.nn.Module, components: TrainingComponents, data: RunLoaders, env: DistInfo,
                    row: dict[str, Any], *, progress: bool) -> None:
     """Add the task's validation metrics to ``row`` (and, with EMA, the EMA model's best metric as
     ``ema_<metric>``). The bare module is evaluated: processes may hold different numbers of validation images."""
@@ -348,7 +348,7 @@ def evaluate_epoch(task: Task, model: torch.nn.Module, components: Components, d
                                                        progress=progress)[task.best_metric]
 
 
-def record_epoch(task: Task, model: torch.nn.Module, components: Components, run: RunFolder,
+def record_epoch(task: Task, model: torch.nn.Module, components: TrainingComponents, run: RunFolder,
                  policy: CheckpointPolicy, loggers: RunLoggers, row: dict[str, Any], *, improved: bool,
                  ema_improved: bool, steps_per_epoch: int, log_lr_plot: bool) -> None:
     """The main process's record of an epoch: its row in ``metrics.csv``, the epoch's weights (best and EMA as the

@@ -36,7 +36,7 @@ if TYPE_CHECKING:  # keep this module importable without torch for type checkers
 __all__ = [
     "StepScheduler", "ModelTransform", "ParamPolicy", "OptimizerPart", "Schedule", "Warmup",
     "LRScaling", "LabelSmoothing", "Distillation", "BatchMixer", "Penalty", "SampleTransform",
-    "Runtime", "RuntimeSettings", "AmpSettings", "CompileSettings", "EmaSettings", "EarlyStoppingSettings", "FreezeSettings",
+    "RuntimePart", "RuntimeSettings", "AmpSettings", "CompileSettings", "EmaSettings", "EarlyStoppingSettings", "FreezeSettings",
     "Pipeline", "compose", "parts_from_config", "MODEL_TRANSFORM_ORDER",
     "TimmArgs", "TimmContext", "TimmExport", "TIMM_CONSTANT_SCHEDULE", "merge_timm_kwargs",
 ]
@@ -325,7 +325,7 @@ class RuntimeSettings:
 
 
 @dataclasses.dataclass(frozen=True)
-class Runtime:
+class RuntimePart:
     """Slot ``runtime``: the :class:`RuntimeSettings` a trick turns on (the others left unset); a recipe's
     runtime parts compose into one :class:`RuntimeSettings`, none setting what another sets."""
 
@@ -396,9 +396,9 @@ def compose(parts: Sequence[Any]) -> Pipeline:
             penalties.append(part)
         elif kind is SampleTransform:
             samples.append(part)
-        elif kind is Runtime:
+        elif kind is RuntimePart:
             if not isinstance(part.settings, RuntimeSettings):
-                raise TrickError(f"returned Runtime settings of type {type(part.settings).__name__}, which are not "
+                raise TrickError(f"returned runtime settings of type {type(part.settings).__name__}, which are not "
                                  f"RuntimeSettings", trick=name)
             for key in part.settings.set_names():
                 if key in runtime:

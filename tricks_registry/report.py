@@ -11,7 +11,7 @@ import timm
 import torch
 
 from . import __version__
-from .build import Components, schedule_part
+from .build import TrainingComponents, schedule_part
 from .checkpoint import atomic_write_png
 from .distributed import DistInfo
 from .recipe import BatchPlan, Recipe
@@ -36,7 +36,7 @@ def run_summary(recipe: Recipe, rows: list[dict[str, Any]], env: DistInfo, *, pl
                          "python": platform.python_version()}}
 
 
-def plot_run(run: RunFolder, recipe: Recipe, task: Task, components: Components, steps_per_epoch: int) -> None:
+def plot_run(run: RunFolder, recipe: Recipe, task: Task, components: TrainingComponents, steps_per_epoch: int) -> None:
     """``curves.png`` (training losses, validation loss where the task has one, the validation metrics, each on
     its own axes with whole-epoch ticks) and, once, ``lr_schedule.png`` (the LR at every step)."""
     import matplotlib  # here, not at the top: half a second of start-up that only the main process needs

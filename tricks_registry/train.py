@@ -28,13 +28,13 @@ from .distributed import DistInfo, gather, init_distributed, say, unwrap_model
 from .errors import CheckpointError, DataError, TimmTricksError
 from .fsutil import ExclusiveLock
 from .loggers import check_loggers
-from .loop import LoopData, WorkerSignalGuard, fit, model_checksum
+from .loop import RunLoaders, WorkerSignalGuard, fit, model_checksum
 from .models import check_model_name
 from .recipe import Recipe, batch_plan
 from .report import run_summary
 from .run_folder import SCAN_FILE, RunFolder, is_run_folder, run_folder_name
 from .data.scan import ScanPolicy
-from .tasks import TaskData, task_for_recipe
+from .tasks import TaskDatasets, task_for_recipe
 
 __all__ = ["train", "make_loaders", "RunPlan", "plan_run_folder", "slurm_run_name"]
 
@@ -145,8 +145,8 @@ def _train(recipe: Recipe, plan: "RunPlan", env: DistInfo, lock: ExclusiveLock |
             new_lock.release()
 
 
-def _fit_and_summarise(recipe: Recipe, run: RunFolder, env: DistInfo, task: Any, task_data: TaskData,
-                       loaders: LoopData, components: Any, *, resume: Path | None, progress: bool,
+def _fit_and_summarise(recipe: Recipe, run: RunFolder, env: DistInfo, task: Any, task_data: TaskDatasets,
+                       loaders: RunLoaders, components: Any, *, resume: Path | None, progress: bool,
                        recovery_interval: int, log: Sequence[str]) -> Path:
     """Write the new run's first files, run the loop, then ``summary.json``."""
     if env.is_main and task_data.scan is not None and (not resume or sum(task_data.scan.decoded)):
@@ -190,7 +190,7 @@ def _leave_process_group(env: DistInfo) -> None:
         dist.destroy_process_group()
 
 
-def make_loaders(task_data: TaskData, recipe: Recipe, env: DistInfo, *, device_batch: int | None = None) -> LoopData:
+def make_loaders(task_data: TaskDatasets, recipe: Recipe, env: DistInfo, *, device_batch: int | None = None) -> RunLoaders:
     """The training loader (each sample's augmentation seeded from (seed, epoch, index), so identical after a
     resume whatever the workers; this process's share of the shuffled data; whole batches only; micro-batches of
     ``device_batch`` when the global batch is accumulated) and the validation loader (every ``world_size``-th
@@ -222,7 +222,7 @@ def make_loaders(task_data: TaskData, recipe: Recipe, env: DistInfo, *, device_b
     if len(train_loader) < plan.accumulation:
         raise DataError(f"data: {len(task_data.train)} training images make no global batch of {plan.global_batch}; "
                         "lower train.global_batch_size")
-    return LoopData(train_loader=train_loader, sampler=sampler, val_loader=val_loader, batch_size=batch_size,
+    return RunLoaders(train_loader=train_loader, sampler=sampler, val_loader=val_loader, batch_size=batch_size,
                     accumulation=plan.accumulation, plan=plan, worker_guard=guard)
 
 

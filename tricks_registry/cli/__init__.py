@@ -54,9 +54,8 @@ def run_command(func: Callable[[argparse.Namespace], int], args: argparse.Namesp
     except TimmTricksError as err:
         data = sys.modules.get("tricks_registry.data")  # a BadImageError only if the command loaded that module
         if data is not None and isinstance(err, data.BadImageError):
-            # read during training (--no-scan); from a worker it carries the worker's traceback
-            where = str(err).strip().splitlines()[-1].split("BadImageError: ")[-1]
-            print(f"error: data: {where}; remove or replace it, or run with --skip-bad-images", file=sys.stderr)
+            # read during training (--no-scan), in this process or in a data-loader worker
+            print(f"error: data: {err.summary}; remove or replace it, or run with --skip-bad-images", file=sys.stderr)
             return 2
         print(f"error: {err}", file=sys.stderr)
         return 2

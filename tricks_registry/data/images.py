@@ -17,7 +17,38 @@ __all__ = ["BadImageError", "DECODE_ERRORS", "to_rgb", "decode_image", "check_im
 
 
 class BadImageError(DataError, OSError):
-    """An image file that cannot be read or decoded; the message names its path."""
+    """An image file (or a stream's sample) that cannot be read or decoded. ``path`` and ``reason`` say which and
+    why, where known (:meth:`unreadable`); ``str()`` is the message, which names the file.
+
+    A data-loader worker's error reaches the main process as its traceback text, the only argument torch's
+    ``ExceptionWrapper`` gives the re-raised error: :attr:`summary` is the worker's own message then."""
+
+    def __init__(self, message: str, *, path: str | None = None, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.message, self.path, self.reason = message, path, reason
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> tuple:  # pickles with its fields (a worker's error, a spawned process's)
+        return _bad_image_error, (self.message, self.path, self.reason)
+
+    @classmethod
+    def unreadable(cls, path: str, reason: object) -> "BadImageError":
+        """``path: unreadable image (reason)``, with ``path`` and ``reason`` as fields."""
+        return cls(f"{path}: unreadable image ({reason})", path=path, reason=str(reason))
+
+    @property
+    def summary(self) -> str:
+        """One line: the message, or, for a worker's error carried as its traceback, the worker's message."""
+        lines = self.message.strip().splitlines()
+        if len(lines) <= 1:
+            return self.message.strip()
+        return lines[-1].split(f"{type(self).__name__}: ", 1)[-1]
+
+
+def _bad_image_error(message: str, path: str | None, reason: str | None) -> BadImageError:
+    return BadImageError(message, path=path, reason=reason)
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -46,7 +77,7 @@ def decode_image(source: str | os.PathLike | Any, name: str) -> Image.Image:
             img.load()  # decode now: a truncated file fails here, with its name
             return to_rgb(img)
     except DECODE_ERRORS as err:
-        raise BadImageError(f"{name}: unreadable image ({err})") from None
+        raise BadImageError.unreadable(name, err) from None
     finally:
         if hasattr(source, "close"):
             source.close()
@@ -61,7 +92,7 @@ def check_image(path: str) -> str | None:
     try:
         _open_rgb(path)
     except BadImageError as err:
-        return str(err).split(": ", 1)[-1]
+        return f"unreadable image ({err.reason})"
     return None
 
 

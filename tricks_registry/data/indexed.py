@@ -96,13 +96,13 @@ class SourceDataset(Dataset):
             try:
                 fp, target, *_ = reader[index]
             except OSError as err:
-                raise BadImageError(f"{name}: unreadable image ({err})") from None
+                raise BadImageError.unreadable(name, err) from None
             img = decode_image(fp, name)
         else:  # torchvision: the data set decodes
             try:
                 img, target = self.dataset[index]
             except DECODE_ERRORS as err:
-                raise BadImageError(f"{name}: unreadable image ({err})") from None
+                raise BadImageError.unreadable(name, err) from None
             img = to_rgb(img) if isinstance(img, Image.Image) else img
         return img, (-1 if target is None else int(target))
 

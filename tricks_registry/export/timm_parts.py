@@ -18,7 +18,7 @@ import functools
 from typing import Any, Sequence
 
 from ..parts import (TIMM_CONSTANT_SCHEDULE, BatchMixer, Distillation, LabelSmoothing, LRScaling, ModelTransform,
-                     OptimizerPart, ParamPolicy, Penalty, Runtime, RuntimeSettings, SampleTransform, Schedule,
+                     OptimizerPart, ParamPolicy, Penalty, RuntimePart, RuntimeSettings, SampleTransform, Schedule,
                      TimmArgs, TimmContext, TimmExport, Warmup, merge_timm_kwargs)
 from ..registry import TrickError
 
@@ -227,7 +227,7 @@ def _penalty(part: Penalty, ctx: TimmContext) -> TimmArgs:
 
 
 @part_timm_args.register
-def _runtime(part: Runtime, ctx: TimmContext) -> TimmArgs:
+def _runtime(part: RuntimePart, ctx: TimmContext) -> TimmArgs:
     """Nothing of its own: the composed :class:`~tricks_registry.parts.RuntimeSettings` export together."""
     return TimmArgs()
 

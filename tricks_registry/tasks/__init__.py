@@ -25,16 +25,16 @@ from torch.utils.data import DataLoader, Dataset
 from ..kinds import TASKS  # the recipe's ``task`` values, listed once
 
 if TYPE_CHECKING:
-    from ..build import Components
+    from ..build import TrainingComponents
     from ..distributed import DistInfo
     from ..parts import Pipeline
     from ..recipe import Recipe
 
-__all__ = ["Task", "TaskData", "task_for_recipe", "TASKS"]
+__all__ = ["Task", "TaskDatasets", "task_for_recipe", "TASKS"]
 
 
 @dataclass
-class TaskData:
+class TaskDatasets:
     """A task's data sets: training and validation, their class names, how samples batch, what was left out."""
 
     train: Dataset
@@ -64,9 +64,9 @@ class Task(Protocol):
     #: where fine-tuning started (written to the run folder's pretrained.json), or None
     pretrained_source: dict[str, Any] | None
 
-    def data(self, data_dir: str | None, pipeline: "Pipeline", *, progress: bool) -> TaskData: ...
+    def data(self, data_dir: str | None, pipeline: "Pipeline", *, progress: bool) -> TaskDatasets: ...
 
-    def num_classes(self, data: TaskData) -> int: ...
+    def num_classes(self, data: TaskDatasets) -> int: ...
 
     def build_model(self, pipeline: "Pipeline", num_classes: int, *, load_weights: bool) -> nn.Module: ...
 
@@ -76,9 +76,9 @@ class Task(Protocol):
 
     def batch_size(self, batch: Any) -> int: ...
 
-    def training_losses(self, model: nn.Module, batch: Any, components: "Components") -> dict[str, torch.Tensor]: ...
+    def training_losses(self, model: nn.Module, batch: Any, components: "TrainingComponents") -> dict[str, torch.Tensor]: ...
 
-    def evaluate(self, model: nn.Module, loader: DataLoader, components: "Components", env: "DistInfo", *,
+    def evaluate(self, model: nn.Module, loader: DataLoader, components: "TrainingComponents", env: "DistInfo", *,
                  progress: bool) -> dict[str, float]: ...
 
     def describe(self) -> str: ...

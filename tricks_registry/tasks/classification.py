@@ -17,7 +17,7 @@ from timm.utils import accuracy
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..build import Components, build_classifier, parameter_groups
+from ..build import TrainingComponents, build_classifier, parameter_groups
 from ..data import demo_datasets, open_datasets
 from ..distributed import DistInfo
 from ..parts import Pipeline
@@ -26,7 +26,7 @@ from ..data.scan import ScanPolicy
 from ..tricks.augmentations import DeviceInput, DeviceNormalize, build_eval_transform, build_train_transform, \
     split_for_device
 from ..tricks.efficiency import autocast, prepare_input
-from . import TaskData
+from . import TaskDatasets
 
 __all__ = ["ClassificationTask", "forward_loss", "evaluate", "to_device_images", "train_transform", "eval_transform", "METRIC_FIELDS"]
 
@@ -118,12 +118,12 @@ class ClassificationTask:
         #: train() asks for it on CUDA): :func:`~..tricks.augmentations.split_for_device`
         self.normalize_on_device = normalize_on_device
         self._finish: dict[str, DeviceNormalize] = {}
-        self._data: TaskData | None = None
+        self._data: TaskDatasets | None = None
         #: where fine-tuning started (:func:`tricks_registry.weights.load_pretrained_into`'s record), else None
         self.pretrained_source: dict[str, Any] | None = None
 
     # ---- data and model
-    def data(self, data_dir: str | None, pipeline: Pipeline, *, progress: bool) -> TaskData:
+    def data(self, data_dir: str | None, pipeline: Pipeline, *, progress: bool) -> TaskDatasets:
         cfg = self.recipe.data
         bad_images: list[tuple[str, str]] = []
         if self.demo:
@@ -140,7 +140,7 @@ class ClassificationTask:
                 parts = split_for_device(data.transform)
                 if parts is not None:
                     data.transform, self._finish[split] = parts
-        self._data = TaskData(train=train_set, val=val_set, classes=list(train_set.classes), bad_images=bad_images,
+        self._data = TaskDatasets(train=train_set, val=val_set, classes=list(train_set.classes), bad_images=bad_images,
                               scan=getattr(train_set, "scan", None))
         return self._data
 
@@ -149,7 +149,7 @@ class ClassificationTask:
         None."""
         return self._finish.get(split)
 
-    def num_classes(self, data: TaskData) -> int:
+    def num_classes(self, data: TaskDatasets) -> int:
         return len(data.classes)
 
     def build_model(self, pipeline: Pipeline, num_classes: int, *, load_weights: bool) -> nn.Module:
@@ -168,13 +168,13 @@ class ClassificationTask:
     def batch_size(self, batch: Any) -> int:
         return batch[0].shape[0]
 
-    def training_losses(self, model: nn.Module, batch: Any, components: Components) -> dict[str, torch.Tensor]:
+    def training_losses(self, model: nn.Module, batch: Any, components: TrainingComponents) -> dict[str, torch.Tensor]:
         images, labels = batch
         return {"loss": forward_loss(model, images, labels, mix=components.mix, criterion=components.criterion,
                                      runtime=components.runtime, device_type=images.device.type,
                                      teacher_model=components.teacher)}
 
-    def evaluate(self, model: nn.Module, loader: DataLoader, components: Components, env: DistInfo, *,
+    def evaluate(self, model: nn.Module, loader: DataLoader, components: TrainingComponents, env: DistInfo, *,
                  progress: bool) -> dict[str, float]:
         val = evaluate(model, loader, env.device, components.runtime, env, finish=self._finish.get("val"))
         return {"val_loss": val["loss"], "top1": val["top1"], "top5": val["top5"]}

@@ -9,14 +9,14 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ..build import Components
+from ..build import TrainingComponents
 from ..distributed import DistInfo, gather
 from ..errors import DataError
 from ..parts import Pipeline
 from ..transfer import voc
 from ..transfer.metrics import voc_detection_map
 from ..tricks.efficiency import autocast
-from . import TaskData
+from . import TaskDatasets
 from .transfer import TransferTask
 
 __all__ = ["DetectionTask", "evaluate_detection"]
@@ -50,7 +50,7 @@ class DetectionTask(TransferTask):
     best_metric = "map"
     classes_count = len(voc.VOCDetection.classes)
 
-    def data(self, data_dir: str | None, pipeline: Pipeline, *, progress: bool) -> TaskData:
+    def data(self, data_dir: str | None, pipeline: Pipeline, *, progress: bool) -> TaskDatasets:
         self.check_before_data(pipeline)
         if not data_dir:
             raise DataError("--data-dir is required: the VOCdevkit folder")
@@ -60,9 +60,9 @@ class DetectionTask(TransferTask):
         val = voc.VOCDetection(data_dir, d.val_split, keep_difficult=True,
                                transforms=voc.detection_transforms(train=False), progress=progress)
         self._sizes, self._classes = f"{len(train)} train / {len(val)} val images", list(train.classes)
-        return TaskData(train=train, val=val, classes=list(train.classes), collate=voc.collate)
+        return TaskDatasets(train=train, val=val, classes=list(train.classes), collate=voc.collate)
 
-    def num_classes(self, data: TaskData) -> int:
+    def num_classes(self, data: TaskDatasets) -> int:
         return self.classes_count
 
     def to_device(self, batch: Any, device: torch.device) -> Any:
@@ -70,12 +70,12 @@ class DetectionTask(TransferTask):
         return ([i.to(device, non_blocking=True) for i in images],
                 [{k: v.to(device) for k, v in t.items()} for t in targets])
 
-    def losses(self, model: nn.Module, batch: Any, components: Components) -> dict[str, torch.Tensor]:
+    def losses(self, model: nn.Module, batch: Any, components: TrainingComponents) -> dict[str, torch.Tensor]:
         images, targets = batch
         with autocast(components.runtime, images[0].device.type):
             return model(images, targets)
 
-    def evaluate(self, model: nn.Module, loader: DataLoader, components: Components, env: DistInfo, *,
+    def evaluate(self, model: nn.Module, loader: DataLoader, components: TrainingComponents, env: DistInfo, *,
                  progress: bool) -> dict[str, float]:
         return evaluate_detection(model, loader, env.device, components.runtime, env, self.classes_count,
                                   self.recipe.transfer.ap_metric, progress)

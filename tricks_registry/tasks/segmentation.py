@@ -11,7 +11,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ..build import Components
+from ..build import TrainingComponents
 from ..distributed import DistInfo
 from ..errors import DataError
 from ..parts import Pipeline
@@ -19,7 +19,7 @@ from ..recipe import Recipe
 from ..transfer import ade20k
 from ..transfer.metrics import confusion_matrix, segmentation_scores
 from ..tricks.efficiency import autocast
-from . import TaskData
+from . import TaskDatasets
 from .transfer import TransferTask
 
 __all__ = ["SegmentationTask", "evaluate_segmentation", "segmentation_losses"]
@@ -68,7 +68,7 @@ class SegmentationTask(TransferTask):
         super().__init__(recipe, env=env)
         self.sync_batchnorm = not recipe.backbone.frozen_bn
 
-    def data(self, data_dir: str | None, pipeline: Pipeline, *, progress: bool) -> TaskData:
+    def data(self, data_dir: str | None, pipeline: Pipeline, *, progress: bool) -> TaskDatasets:
         self.check_before_data(pipeline)
         if not data_dir:
             raise DataError("--data-dir is required: the ADEChallengeData2016 folder")
@@ -81,21 +81,21 @@ class SegmentationTask(TransferTask):
                                         transforms=ade20k.segmentation_transforms(False, **common))
         self._classes = list(train.classes)
         self._sizes = f"{len(train)} train / {len(val)} val images"
-        return TaskData(train=train, val=val, classes=list(train.classes), collate=ade20k.collate, val_batch_size=1)
+        return TaskDatasets(train=train, val=val, classes=list(train.classes), collate=ade20k.collate, val_batch_size=1)
 
-    def num_classes(self, data: TaskData) -> int:
+    def num_classes(self, data: TaskDatasets) -> int:
         return self.classes_count
 
     def to_device(self, batch: Any, device: torch.device) -> Any:
         images, labels = batch
         return images.to(device, non_blocking=True), labels.to(device)
 
-    def losses(self, model: nn.Module, batch: Any, components: Components) -> dict[str, torch.Tensor]:
+    def losses(self, model: nn.Module, batch: Any, components: TrainingComponents) -> dict[str, torch.Tensor]:
         images, labels = batch
         with autocast(components.runtime, images.device.type):
             return segmentation_losses(model(images), labels, self.recipe.transfer.aux_weight)
 
-    def evaluate(self, model: nn.Module, loader: DataLoader, components: Components, env: DistInfo, *,
+    def evaluate(self, model: nn.Module, loader: DataLoader, components: TrainingComponents, env: DistInfo, *,
                  progress: bool) -> dict[str, float]:
         return evaluate_segmentation(model, loader, env.device, components.runtime, env, self.classes_count,
                                      progress)

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..build import Components, parameter_groups
+from ..build import TrainingComponents, parameter_groups
 from ..distributed import DistInfo
 from ..errors import RecipeError
 from ..parts import Pipeline
@@ -101,6 +101,6 @@ class TransferTask:
                 "dataset": recipe.transfer.dataset, "num_classes": self.classes_count,
                 "classes": list(self._classes)}
 
-    def training_losses(self, model: nn.Module, batch: Any, components: Components) -> dict[str, torch.Tensor]:
+    def training_losses(self, model: nn.Module, batch: Any, components: TrainingComponents) -> dict[str, torch.Tensor]:
         losses = self.losses(model, batch, components)
         return {"loss": sum(losses.values()), **losses}

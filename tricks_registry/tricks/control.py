@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any, Literal, Mapping
 
-from ..parts import EarlyStoppingSettings, EmaSettings, Runtime, RuntimeSettings
+from ..parts import EarlyStoppingSettings, EmaSettings, RuntimePart, RuntimeSettings
 from ..registry import check_param, register_trick
 
 if TYPE_CHECKING:  # annotations only: the functions import torch, torchvision and timm where they run
@@ -23,7 +23,7 @@ __all__ = ["EarlyStopping", "is_improvement", "make_ema", "make_early_stopping"]
 
 @register_trick("ema", kind="control", section="not in the paper; Polyak & Juditsky 1992",
                 implemented_by="timm.utils.ModelEmaV3")
-def ema(*, decay: float = 0.9998, warmup: bool = False) -> Runtime:
+def ema(*, decay: float = 0.9998, warmup: bool = False) -> RuntimePart:
     """Keep an exponential moving average of the weights: ``ema = decay * ema + (1 - decay) * model``.
 
     Not in He et al. 2019 (Polyak averaging, Polyak & Juditsky 1992); timm's ``ModelEmaV3`` does
@@ -31,13 +31,13 @@ def ema(*, decay: float = 0.9998, warmup: bool = False) -> Runtime:
     ``1 - (1 + step) ** -2/3`` decay warmup).
     """
     check_param(0.0 <= decay < 1.0, "ema", "decay", f"must be in [0, 1), got {decay}")
-    return Runtime(RuntimeSettings(ema=EmaSettings(decay=float(decay), warmup=bool(warmup))))
+    return RuntimePart(RuntimeSettings(ema=EmaSettings(decay=float(decay), warmup=bool(warmup))))
 
 
 @register_trick("early_stopping", kind="control", section="not in the paper; Prechelt 1998",
                 implemented_by="hand-written EarlyStopping")
 def early_stopping(*, patience: int = 10, metric: str = "top1", mode: Literal["max", "min"] = "max",
-                   min_delta: float = 0.0) -> Runtime:
+                   min_delta: float = 0.0) -> RuntimePart:
     """Stop training once ``metric`` has not improved by more than ``min_delta`` for ``patience`` evaluations.
 
     Not in He et al. 2019 (Prechelt 1998, "Early stopping - but when?"). Hand-written
@@ -47,7 +47,7 @@ def early_stopping(*, patience: int = 10, metric: str = "top1", mode: Literal["m
     check_param(bool(metric), "early_stopping", "metric", "must name an evaluation metric, e.g. 'top1'")
     check_param(min_delta >= 0.0 and math.isfinite(min_delta), "early_stopping", "min_delta",
                 f"must be >= 0, got {min_delta}")
-    return Runtime(RuntimeSettings(early_stopping=EarlyStoppingSettings(
+    return RuntimePart(RuntimeSettings(early_stopping=EarlyStoppingSettings(
         patience=int(patience), metric=metric, mode=mode, min_delta=float(min_delta))))
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING, ContextManager, Literal
 
-from ..parts import AmpSettings, CompileSettings, Runtime, RuntimeSettings
+from ..parts import AmpSettings, CompileSettings, RuntimePart, RuntimeSettings
 from ..registry import register_trick
 
 if TYPE_CHECKING:  # annotations only: the functions import torch, torchvision and timm where they run
@@ -24,37 +24,37 @@ __all__ = ["autocast", "grad_scaler", "prepare_model", "prepare_input", "amp_dty
 @register_trick("amp", kind="efficiency", section="3.2",
                 implemented_by="torch.amp.autocast + torch.amp.GradScaler")
 def amp(*, dtype_cuda: Literal["float16", "bfloat16"] = "float16",
-        dtype_cpu: Literal["bfloat16", "float16"] = "bfloat16") -> Runtime:
+        dtype_cpu: Literal["bfloat16", "float16"] = "bfloat16") -> RuntimePart:
     """Automatic mixed precision: low-precision forward/backward, FP32 weights, loss scaling for FP16.
 
     He et al. 2019, section 3.2 (FP16 training with FP32 master weights and loss scaling,
     Micikevicius et al. 2018). ``torch.amp.autocast`` with ``dtype_cuda`` on CUDA (float16 plus a
     ``torch.amp.GradScaler``) and ``dtype_cpu`` elsewhere (bfloat16, which needs no loss scaling).
     """
-    return Runtime(RuntimeSettings(amp=AmpSettings(dtype_cuda=dtype_cuda, dtype_cpu=dtype_cpu)))
+    return RuntimePart(RuntimeSettings(amp=AmpSettings(dtype_cuda=dtype_cuda, dtype_cpu=dtype_cpu)))
 
 
 @register_trick("channels_last", kind="efficiency", section="not in the paper; complements 3.2",
                 implemented_by="torch.channels_last memory format")
-def channels_last() -> Runtime:
+def channels_last() -> RuntimePart:
     """Keep the model's weights and the input batches in channels-last (NHWC) memory format.
 
     Not in He et al. 2019; the PyTorch memory format that lets tensor-core convolutions of mixed
     precision training (section 3.2) skip layout transposes. ``Tensor.to(memory_format=torch.channels_last)``.
     """
-    return Runtime(RuntimeSettings(channels_last=True))
+    return RuntimePart(RuntimeSettings(channels_last=True))
 
 
 @register_trick("compile", kind="efficiency", section="not in the paper",
                 implemented_by="torch.compile")
 def compile_model(*, mode: Literal["default", "reduce-overhead", "max-autotune",
-                                   "max-autotune-no-cudagraphs"] = "default") -> Runtime:
+                                   "max-autotune-no-cudagraphs"] = "default") -> RuntimePart:
     """Compile the model with ``torch.compile`` (graph capture and kernel fusion) for faster steps.
 
     Not in He et al. 2019; PyTorch 2's ``torch.compile(model, mode=mode)``, applied last, after
     every other model change.
     """
-    return Runtime(RuntimeSettings(compile=CompileSettings(mode=mode)))
+    return RuntimePart(RuntimeSettings(compile=CompileSettings(mode=mode)))
 
 
 # ---------------------------------------------------------------------------------------------

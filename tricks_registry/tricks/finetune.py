@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
-from ..parts import FreezeSettings, Runtime, RuntimeSettings
+from ..parts import FreezeSettings, RuntimePart, RuntimeSettings
 from ..registry import TrickError, check_param, register_trick
 from .model_surgery import find_classifier
 
@@ -21,7 +21,7 @@ __all__ = ["apply_freeze"]
 
 @register_trick("freeze", kind="control", section="not in the paper; Howard & Ruder 2018 (gradual unfreezing)",
                 implemented_by="requires_grad and BatchNorm eval mode, set by the loop each epoch")
-def freeze(*, until: Literal["head"] = "head", epochs: int = 1) -> Runtime:
+def freeze(*, until: Literal["head"] = "head", epochs: int = 1) -> RuntimePart:
     """Train only the classifier for the first ``epochs`` epochs, then every layer.
 
     While frozen, the backbone's parameters get no gradient (the optimizer skips them: no update, no weight
@@ -30,7 +30,7 @@ def freeze(*, until: Literal["head"] = "head", epochs: int = 1) -> Runtime:
     """
     check_param(until == "head", "freeze", "until", f"only 'head' (the classifier) is supported, got {until!r}")
     check_param(epochs >= 1, "freeze", "epochs", f"must be >= 1 epoch, got {epochs}")
-    return Runtime(RuntimeSettings(freeze=FreezeSettings(until=until, epochs=int(epochs))))
+    return RuntimePart(RuntimeSettings(freeze=FreezeSettings(until=until, epochs=int(epochs))))
 
 
 def apply_freeze(model: nn.Module, settings: FreezeSettings | None, epoch: int) -> None:

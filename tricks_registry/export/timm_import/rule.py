@@ -21,7 +21,7 @@ import dataclasses
 from typing import Any, Iterable, Mapping
 
 from ...errors import TimmTricksError
-from ...parts import BatchMixer, LRScaling, ModelTransform, Penalty, Runtime, SampleTransform, parts_from_config
+from ...parts import BatchMixer, LRScaling, ModelTransform, Penalty, RuntimePart, SampleTransform, parts_from_config
 from ...recipe import Recipe
 from ...registry import TrickError
 from ..timm_args import CARRY_FORMAT, CARRY_KEY, VALUE_KEYS, timm_args_values
@@ -35,7 +35,7 @@ __all__ = ["carried_recipe", "reconcile", "Reconciled", "effective_flags", "reci
 #: the unit of the recipe's LR: ``train.lr`` and the LR-scaling slot say it together
 LR_UNIT = "train.lr"
 #: the slots a recipe may fill more than once: each of their tricks is a unit of its own
-MULTI_SLOTS = (ModelTransform, BatchMixer, Penalty, SampleTransform, Runtime)
+MULTI_SLOTS = (ModelTransform, BatchMixer, Penalty, SampleTransform, RuntimePart)
 
 
 def carried_recipe(args: TimmFlags) -> dict[str, Any] | None:
