@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from .compat import uncompiled
 from .errors import TimmTricksError
 
 __all__ = ["DistInfo", "launch_info", "init_distributed", "slurm_master_addr", "first_slurm_host", "unwrap_model", "say", "gather", "mean_over_processes", "agree_flags"]
@@ -102,7 +103,6 @@ def init_distributed(device: str | None = None) -> DistInfo:
 
 def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
     """The bare model under DDP's ``module`` and ``torch.compile``'s ``_orig_mod``."""
-    from .compat import uncompiled
     return uncompiled(getattr(model, "module", model))
 
 

@@ -38,6 +38,7 @@ from tqdm import tqdm
 from .build import TrainingComponents
 from .checkpoint import resumable_checkpoints, rng_state, set_rng_state, state_dict_for_save, state_sha256
 from .checkpoint_policy import CheckpointPolicy
+from .compat import grad_scale_tensor
 from .data import ResumableSampler, StreamingSource
 from .distributed import DistInfo, agree_flags, gather, mean_over_processes, say, unwrap_model
 from .errors import TrainingError, TrainingStopped
@@ -441,7 +442,6 @@ def optimizer_step(*, model: torch.nn.Module, optimizer: torch.optim.Optimizer, 
     if not scaler.is_enabled():
         scaler.step(optimizer)
         return torch.zeros((), dtype=torch.long, device=device)
-    from .compat import grad_scale_tensor
     before = grad_scale_tensor(scaler).clone()  # the scale only falls when the step was skipped (read on the device)
     scaler.step(optimizer)
     scaler.update()

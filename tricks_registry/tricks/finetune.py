@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
+from ..compat import batchnorm_layer_types
 from ..parts import FreezeSettings, RuntimePart, RuntimeSettings
 from ..registry import TrickError, check_param, register_trick
 from .model_surgery import find_classifier
@@ -45,7 +46,6 @@ def apply_freeze(model: nn.Module, settings: FreezeSettings | None, epoch: int) 
     if head is None:
         raise TrickError(f"found no classifier in {type(model).__name__} to train while the rest is frozen",
                          trick="freeze")
-    from ..compat import batchnorm_layer_types
     head_modules = set(head.modules())
     for module in model.modules():
         in_head = module in head_modules

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ..compat import conv_layer_types, norm_layer_types
 from ..parts import ModelTransform, TimmArgs, TimmContext
 from ..registry import TrickError, register_trick
 from .model_surgery import find_classifier
@@ -22,18 +23,12 @@ __all__ = ["xavier_init_", "kaiming_init_", "zero_last_gamma_", "xavier_init", "
 def _conv_types() -> tuple[type, ...]:
     """Convolutions and linear layers (their weights are initialised)."""
     from torch import nn
-
-    from ..compat import conv_layer_types
-
     return (*conv_layer_types(), nn.Linear)
 
 
 def _norm_types() -> tuple[type, ...]:
     """The affine normalisation layers (gamma 1, beta 0)."""
     from torch import nn
-
-    from ..compat import norm_layer_types
-
     return (*norm_layer_types(), nn.GroupNorm, nn.LayerNorm)
 
 

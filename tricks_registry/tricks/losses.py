@@ -13,6 +13,7 @@ import functools
 from typing import TYPE_CHECKING, Literal
 
 from ..cache import known_timm_model
+from ..compat import conv_layer_types
 from ..parts import Distillation, LabelSmoothing, Penalty, Pipeline
 from ..registry import TrickError, check_param, register_trick
 
@@ -105,9 +106,6 @@ def l1_penalty(model: nn.Module) -> torch.Tensor:
     """``sum |w|`` over the weights (not biases) of the conv and linear layers of ``model``."""
     import torch
     from torch import nn
-
-    from ..compat import conv_layer_types
-
     weighted = (*conv_layer_types(), nn.Linear)
     terms = [m.weight.abs().sum() for m in model.modules()
              if isinstance(m, weighted) and isinstance(getattr(m, "weight", None), torch.Tensor)]

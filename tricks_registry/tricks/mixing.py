@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
+from ..compat import mixup_batch
 from ..parts import BatchMixer, LabelSmoothing
 from ..registry import TrickError, check_param, register_trick
 
@@ -178,7 +179,6 @@ def batch_transform(mixers: Sequence[BatchMixer], smoothing: LabelSmoothing | No
             return mixer(x, labels)
         # timm's Mixup asserts an even batch (needed by its 'pair'/'elem' modes only); in 'batch' mode
         # the reversed pairing is well defined for odd sizes, so call its per-batch step directly.
-        from ..compat import mixup_batch
         lam = mixup_batch(mixer, x)
         return x, timm_mixup.mixup_target(labels, num_classes, lam, 0.0)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Literal
 
+from ..compat import forward_pre_hooks
 from ..parts import ModelTransform, TimmArgs
 from ..registry import TrickError, check_param, register_trick
 
@@ -129,7 +130,6 @@ def dropout(*, p: float = 0.2) -> ModelTransform:
             raise TrickError(
                 f"the model already applies dropout before its classifier (drop_rate={drop_rate}); "
                 f"build it with drop_rate=0 or drop this trick", trick="dropout")
-        from ..compat import forward_pre_hooks
         if any(isinstance(h, ClassifierInputDropout) for h in forward_pre_hooks(head)):
             raise TrickError("already applied to this model", trick="dropout")
         head.register_forward_pre_hook(ClassifierInputDropout(p))
